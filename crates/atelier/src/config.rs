@@ -1,0 +1,287 @@
+//! Configuration, layered: built-in defaults → `atelier.toml` → `ATELIER_*`
+//! environment variables → command-line flags. Every key is documented in
+//! `atelier.example.toml`; a test keeps that file and these defaults in step.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub limits: LimitsConfig,
+    pub tasks: TasksConfig,
+    pub engine: EngineConfig,
+    pub accounts: AccountsConfig,
+    pub mail: mailer::MailConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: String,
+    pub secure_cookies: bool,
+    pub body_limit_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub prompt_max_chars: u32,
+    pub max_images_per_task: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TasksConfig {
+    pub concurrency: u32,
+    pub lease_seconds: u32,
+    pub heartbeat_seconds: u32,
+    pub max_attempts: u32,
+    pub sweep_interval_seconds: u32,
+    pub unsaved_retention_days: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    pub min_duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsConfig {
+    pub min_age: u32,
+    pub session_days: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub json: bool,
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            limits: LimitsConfig::default(),
+            tasks: TasksConfig::default(),
+            engine: EngineConfig::default(),
+            accounts: AccountsConfig::default(),
+            mail: mailer::MailConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { bind: "127.0.0.1:8080".into(), secure_cookies: false, body_limit_bytes: 1 << 20 }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: String::new(), max_connections: 10 }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = domain::params::Limits::default();
+        LimitsConfig { prompt_max_chars: d.prompt_max_chars as u32, max_images_per_task: d.max_n }
+    }
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig { concurrency: 2, lease_seconds: 30, heartbeat_seconds: 5, max_attempts: 3, sweep_interval_seconds: 15, unsaved_retention_days: 30 }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { min_duration_ms: 0 }
+    }
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig { min_age: domain::account::MIN_AGE, session_days: 30 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { json: false, level: "info".into() }
+    }
+}
+
+/// Overrides given on the command line (the last layer).
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub data_dir: Option<PathBuf>,
+    pub bind: Option<String>,
+    pub database_url: Option<String>,
+    pub json_logs: bool,
+}
+
+impl Config {
+    /// Builds the layered configuration. `file` is read if given (it must
+    /// exist then) or if `atelier.toml` exists in the working directory.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>, flags: &Flags) -> Result<Config, String> {
+        let mut tree = toml::Value::try_from(Config::default()).map_err(|e| e.to_string())?;
+        let default_file = Path::new("atelier.toml");
+        let path = file.or_else(|| default_file.exists().then_some(default_file));
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let layer: toml::Value = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            merge(&mut tree, layer);
+        }
+        for (name, value) in env {
+            apply_env(&mut tree, &name, &value)?;
+        }
+        let mut config: Config = tree.try_into().map_err(|e: toml::de::Error| format!("configuration: {e}"))?;
+        if let Some(d) = &flags.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(b) = &flags.bind {
+            config.server.bind = b.clone();
+        }
+        if let Some(u) = &flags.database_url {
+            config.database.url = u.clone();
+        }
+        config.log.json |= flags.json_logs;
+        Ok(config)
+    }
+
+    /// The database URL; SQLite inside the data dir unless one is given.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("atelier.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+}
+
+fn merge(base: &mut toml::Value, layer: toml::Value) {
+    match (base, layer) {
+        (toml::Value::Table(base), toml::Value::Table(layer)) => {
+            for (k, v) in layer {
+                match base.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (base, layer) => *base = layer,
+    }
+}
+
+/// `ATELIER_<SECTION>_<KEY>` (or `ATELIER_DATA_DIR` for top-level keys), and
+/// the conventional `DATABASE_URL`. The value is parsed as the key's type.
+fn apply_env(tree: &mut toml::Value, name: &str, value: &str) -> Result<(), String> {
+    if name == "DATABASE_URL" {
+        return apply_env(tree, "ATELIER_DATABASE_URL", value);
+    }
+    let Some(rest) = name.strip_prefix("ATELIER_") else { return Ok(()) };
+    let Some(root) = tree.as_table_mut() else { return Ok(()) };
+    for (key, slot) in root.iter_mut() {
+        let target = match slot {
+            toml::Value::Table(section) => {
+                let prefix = format!("{}_", key.to_ascii_uppercase());
+                let Some(field) = rest.strip_prefix(&prefix) else { continue };
+                section.iter_mut().find(|(k, _)| k.to_ascii_uppercase() == field).map(|(_, v)| v)
+            }
+            leaf if key.to_ascii_uppercase() == rest => Some(leaf),
+            _ => None,
+        };
+        if let Some(target) = target {
+            *target = parse_like(target, value).map_err(|e| format!("{name}: {e}"))?;
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn parse_like(current: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    Ok(match current {
+        toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| format!("expected a whole number, got {raw:?}"))?),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => return Err(format!("expected true or false, got {raw:?}")),
+        }),
+        _ => toml::Value::String(raw.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("atelier.toml");
+        std::fs::write(&file, "data_dir = \"/srv/a\"\n[server]\nbind = \"0.0.0.0:9000\"\n[tasks]\nconcurrency = 8\nlease_seconds = 60\n").unwrap();
+        let flags = Flags { bind: Some("127.0.0.1:7000".into()), ..Flags::default() };
+        let config = Config::load(
+            Some(&file),
+            env(&[("ATELIER_TASKS_CONCURRENCY", "4"), ("ATELIER_LOG_JSON", "true"), ("DATABASE_URL", "postgres://x/y"), ("HOME", "/root")]),
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/srv/a"));
+        assert_eq!(config.tasks.lease_seconds, 60, "file over default");
+        assert_eq!(config.tasks.concurrency, 4, "env over file");
+        assert_eq!(config.server.bind, "127.0.0.1:7000", "flag over file");
+        assert!(config.log.json);
+        assert_eq!(config.database_url(), "postgres://x/y");
+        assert_eq!(config.tasks.heartbeat_seconds, 5, "untouched default");
+    }
+
+    #[test]
+    fn bad_values_are_reported_not_ignored() {
+        assert!(Config::load(None, env(&[("ATELIER_TASKS_CONCURRENCY", "many")]), &Flags::default()).unwrap_err().contains("ATELIER_TASKS_CONCURRENCY"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.toml");
+        std::fs::write(&file, "[server]\nbindd = \"typo\"\n").unwrap();
+        assert!(Config::load(Some(&file), env(&[]), &Flags::default()).unwrap_err().contains("bindd"));
+    }
+
+    #[test]
+    fn example_file_documents_every_key_with_its_default() {
+        let example: toml::Value = toml::from_str(include_str!("../../../atelier.example.toml")).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        assert_eq!(example, defaults, "atelier.example.toml must list every key with its default value");
+    }
+
+    #[test]
+    fn sqlite_in_the_data_dir_by_default() {
+        let config = Config::load(None, env(&[("ATELIER_DATA_DIR", "/tmp/at")]), &Flags::default()).unwrap();
+        assert_eq!(config.database_url(), "sqlite:///tmp/at/atelier.db");
+    }
+}

@@ -1,0 +1,197 @@
+//! `atelier`: the one binary. `serve` runs web + worker + sweeper + mailer;
+//! `worker` runs only the background parts; `migrate` prepares the database.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use config::{Config, Flags};
+use engines::{Paced, ProceduralEngine};
+use store::Store;
+use tokio::sync::watch;
+use worker::{TaskHub, Worker, WorkerConfig};
+
+#[derive(Parser)]
+#[command(name = "atelier", version, about = "Self-hostable AI image generation and editing")]
+struct Cli {
+    /// Configuration file (default: ./atelier.toml when present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (database, objects, mail).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://…
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the web app and API; also runs the worker unless --no-worker.
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Web only: leave tasks to `atelier worker` processes.
+        #[arg(long)]
+        no_worker: bool,
+    },
+    /// Run tasks, sweeps and mail delivery without serving HTTP.
+    Worker,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (command, bind) = match cli.command {
+        Some(Command::Serve { bind, no_worker }) => (Mode::Serve { with_worker: !no_worker }, bind),
+        Some(Command::Worker) => (Mode::Worker, None),
+        Some(Command::Migrate) => (Mode::Migrate, None),
+        None => (Mode::Serve { with_worker: true }, None),
+    };
+    let flags = Flags { data_dir: cli.data_dir, bind, database_url: cli.database_url, json_logs: cli.json_logs };
+    let config = match Config::load(cli.config.as_deref(), std::env::vars(), &flags) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("atelier: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(config, command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("atelier: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Serve { with_worker: bool },
+    Worker,
+    Migrate,
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},sqlx=warn", config.log.level)));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(config: Config, mode: Mode) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let store = Store::connect(&config.database_url(), config.database.max_connections).await.map_err(|e| e.to_string())?;
+    let applied = store.migrate().await.map_err(|e| e.to_string())?;
+    tracing::info!(applied, backend = ?store.kind(), "database ready");
+    if let Mode::Migrate = mode {
+        println!("migrations applied: {applied}");
+        return Ok(());
+    }
+
+    let blobs: Arc<dyn blobs::BlobStore> = Arc::new(blobs::LocalDirStore::new(config.data_dir.join("objects")).map_err(|e| e.to_string())?);
+    let engine = Arc::new(Paced { inner: ProceduralEngine, min: Duration::from_millis(config.engine.min_duration_ms) });
+    let hub = TaskHub::default();
+    let (stop, stopped) = watch::channel(false);
+    let mut background = Vec::new();
+
+    let with_worker = matches!(mode, Mode::Worker | Mode::Serve { with_worker: true });
+    if with_worker {
+        let tasks = &config.tasks;
+        let worker = Arc::new(Worker::new(
+            store.clone(),
+            blobs.clone(),
+            engine.clone(),
+            hub.clone(),
+            WorkerConfig {
+                lease_ms: i64::from(tasks.lease_seconds) * 1000,
+                heartbeat_ms: u64::from(tasks.heartbeat_seconds) * 1000,
+                concurrency: tasks.concurrency as usize,
+                unsaved_retention_ms: i64::from(tasks.unsaved_retention_days) * 86_400_000,
+                ..WorkerConfig::default()
+            },
+        ));
+        background.push(tokio::spawn(worker.run(stopped.clone())));
+        background.push(tokio::spawn(worker::run_sweeper(
+            store.clone(),
+            hub.clone(),
+            Duration::from_secs(u64::from(tasks.sweep_interval_seconds.max(1))),
+            stopped.clone(),
+        )));
+        let mailer = Arc::new(mailer::Mailer::new(&config.mail, config.data_dir.join("mail")).map_err(|e| e.to_string())?);
+        let every = Duration::from_secs(u64::from(config.mail.send_interval_seconds.max(1)));
+        background.push(tokio::spawn(mailer::run(mailer, store.clone(), stopped.clone(), every)));
+    }
+
+    match mode {
+        Mode::Serve { .. } => serve(&config, store.clone(), blobs, hub, engine.name().to_string(), engine.model().to_string()).await?,
+        _ => {
+            println!("Atelier worker running (data in {})", config.data_dir.display());
+            shutdown_signal().await;
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    for task in background {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    store.close().await;
+    Ok(())
+}
+
+use engines::Engine as _;
+
+async fn serve(config: &Config, store: Store, blobs: Arc<dyn blobs::BlobStore>, hub: TaskHub, provider: String, model: String) -> Result<(), String> {
+    let web_config = web::WebConfig {
+        secure_cookies: config.server.secure_cookies,
+        session_ttl_ms: i64::from(config.accounts.session_days) * 86_400_000,
+        limits: domain::params::Limits { prompt_max_chars: config.limits.prompt_max_chars as usize, max_n: config.limits.max_images_per_task },
+        min_age: config.accounts.min_age,
+        max_attempts: i64::from(config.tasks.max_attempts.max(1)),
+        body_limit_bytes: config.server.body_limit_bytes as usize,
+        provider,
+        model,
+    };
+    let app = web::router(web::AppState { store, blobs, hub, config: Arc::new(web_config) });
+    let listener = tokio::net::TcpListener::bind(&config.server.bind).await.map_err(|e| format!("cannot listen on {}: {e}", config.server.bind))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let shown = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
+    println!("Atelier is running at http://{shown}/");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

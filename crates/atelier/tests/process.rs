@@ -1,0 +1,243 @@
+//! The real binary, started as a user would start it: first start on an
+//! empty data dir, the whole journey over HTTP, and a crash (SIGKILL) in the
+//! middle of a task.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+struct Server {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Server {
+    async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
+        let log = data_dir.with_extension(format!("{}.log", rand_suffix()));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_atelier"));
+        command
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("RUST_LOG")
+            .env_remove("DATABASE_URL")
+            .env("ATELIER_LOG_LEVEL", "debug")
+            .env("ATELIER_MAIL_SEND_INTERVAL_SECONDS", "1")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start atelier");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(url) = line.strip_prefix("Atelier is running at ") {
+                    return url.trim_end_matches('/').to_string();
+                }
+            }
+            panic!("atelier exited before printing its URL: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        })
+        .await
+        .expect("the URL is printed at start");
+        Server { child, url, log }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+}
+
+/// A browser-like client: keeps cookies, echoes the CSRF token.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn new(base: &str) -> Browser {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Browser { http, base: base.to_string(), cookies: BTreeMap::new() }
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> reqwest::Response {
+        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let csrf = self.cookies.get("atelier_csrf").cloned().unwrap_or_default();
+        let response = request.header("cookie", cookie).header("x-csrf-token", csrf).send().await.unwrap();
+        for set in response.headers().get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.insert(k.to_string(), v.to_string());
+        }
+        response
+    }
+
+    async fn get(&mut self, path: &str) -> reqwest::Response {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.send(request).await
+    }
+
+    async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let mut fields: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        fields.push(("_csrf".into(), self.cookies.get("atelier_csrf").cloned().unwrap_or_default()));
+        let request = self.http.post(format!("{}{path}", self.base)).form(&fields);
+        self.send(request).await
+    }
+
+    async fn json(&mut self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = self.send(request).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn sign_up(&mut self, email: &str, password: &str) {
+        self.get("/signup").await;
+        let resp = self.post_form("/signup", &[("name", "Noor"), ("email", email), ("password", password), ("birth_date", "1988-03-09")]).await;
+        assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
+        assert!(self.cookies.contains_key("atelier_session"));
+    }
+
+    async fn wait_for(&mut self, task_id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let (code, task) = self.json(reqwest::Method::GET, &format!("/api/v1/tasks/{task_id}"), None).await;
+            assert_eq!(code, 200, "{task}");
+            if task["status"] == status {
+                return task;
+            }
+            assert!(Instant::now() < deadline, "task never reached {status}: {task}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (be(&bytes[16..20]), be(&bytes[20..24]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c02_c30_first_start_journey_keeps_no_password_and_deletes_from_disk() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("fresh").join("data");
+    let server = Server::start(&data, &[]).await;
+    assert!(data.join("atelier.db").exists(), "first start creates the data dir and database");
+    let password = "Opal-Kestrel-Lantern-93";
+    let mut browser = Browser::new(&server.url);
+    browser.sign_up("noor@example.org", password).await;
+
+    let (code, task) = browser.json(reqwest::Method::POST, "/api/v1/tasks", Some(json!({"prompt": "tea house in the rain", "size": "1536x1024"}))).await;
+    assert_eq!(code, 202, "{task}");
+    let id = task["id"].as_str().unwrap().to_string();
+    // Live status: the event stream runs until the task is done.
+    let events = browser.get(&format!("/api/v1/tasks/{id}/events")).await.text().await.unwrap();
+    assert!(events.contains("event: done"), "{events}");
+    let done = browser.wait_for(&id, "succeeded").await;
+    let asset = done["outputs"][0]["id"].as_str().unwrap().to_string();
+    let gallery = browser.get("/gallery").await.text().await.unwrap();
+    assert!(gallery.contains(&format!("/images/{asset}")), "the image is in the gallery");
+
+    let download = browser.get(&format!("/api/v1/assets/{asset}?download=1")).await;
+    assert_eq!(download.headers()["content-type"], "image/png");
+    assert_eq!(png_size(&download.bytes().await.unwrap()), (1536, 1024));
+
+    let objects = data.join("objects");
+    assert_eq!(files_under(&objects).len(), 2, "the image and its thumbnail");
+    let (code, _) = browser.json(reqwest::Method::DELETE, &format!("/api/v1/assets/{asset}"), None).await;
+    assert_eq!(code, 204);
+    assert!(files_under(&objects).is_empty(), "deleted from the data dir at once");
+
+    // The welcome mail is written to data/mail by the outbox sender.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mail = loop {
+        if let Some(file) = files_under(&data.join("mail")).into_iter().find(|f| f.extension().is_some_and(|e| e == "eml")) {
+            break std::fs::read_to_string(file).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no mail written");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(mail.contains("noor@example.org"));
+
+    let mut server = server;
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(server.child.id().unwrap().to_string()).status();
+    let status = tokio::time::timeout(Duration::from_secs(30), server.child.wait()).await.expect("stops on SIGTERM").unwrap();
+    assert!(status.success(), "clean exit: {status}");
+
+    // The password is nowhere: not in any file of the data dir (database,
+    // WAL, mail), not in the log.
+    for file in files_under(&data) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!bytes.windows(password.len()).any(|w| w == password.as_bytes()), "password found in {}", file.display());
+    }
+    let logs = server.logs();
+    assert!(logs.contains("account created"), "the log is captured: {logs}");
+    assert!(!logs.contains(password), "password in the log");
+    let store = store::Store::connect(&format!("sqlite://{}", data.join("atelier.db").display()), 2).await.unwrap();
+    let user = store.user_by_email("noor@example.org").await.unwrap().unwrap();
+    assert!(user.password_hash.unwrap().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c08_task_running_at_sigkill_completes_exactly_once_after_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let slow = [
+        ("ATELIER_ENGINE_MIN_DURATION_MS", "30000"),
+        ("ATELIER_TASKS_LEASE_SECONDS", "2"),
+        ("ATELIER_TASKS_HEARTBEAT_SECONDS", "1"),
+        ("ATELIER_TASKS_SWEEP_INTERVAL_SECONDS", "1"),
+    ];
+    let mut server = Server::start(&data, &slow).await;
+    let mut browser = Browser::new(&server.url);
+    browser.sign_up("crash@example.org", "crash test passphrase").await;
+    let (code, task) = browser.json(reqwest::Method::POST, "/api/v1/tasks", Some(json!({"prompt": "storm over the harbour", "size": "512x512"}))).await;
+    assert_eq!(code, 202);
+    let id = task["id"].as_str().unwrap().to_string();
+    browser.wait_for(&id, "running").await;
+    server.child.kill().await.unwrap(); // SIGKILL: no cleanup of any kind
+    let _ = server.child.wait().await;
+
+    let fast = [("ATELIER_TASKS_LEASE_SECONDS", "2"), ("ATELIER_TASKS_HEARTBEAT_SECONDS", "1"), ("ATELIER_TASKS_SWEEP_INTERVAL_SECONDS", "1")];
+    let server = Server::start(&data, &fast).await;
+    browser.base = server.url.clone();
+    let done = browser.wait_for(&id, "succeeded").await;
+    assert_eq!(done["attempts"], 2, "{done}");
+    let statuses: Vec<&str> = done["timeline"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["queued", "running", "queued", "running", "succeeded"], "{done}");
+    assert_eq!(done["outputs"].as_array().unwrap().len(), 1, "outputs recorded once");
+    assert_eq!(files_under(&data.join("objects")).len(), 2, "one image and one thumbnail, no orphans");
+    let (_, history) = browser.json(reqwest::Method::GET, "/api/v1/tasks", None).await;
+    assert_eq!(history["items"].as_array().unwrap().len(), 1);
+    drop(server);
+}

@@ -1,0 +1,11 @@
+//! Pure types and rules of Atelier: ids, error codes, the task state machine,
+//! image parameters and account rules. No I/O, no async.
+
+pub mod account;
+pub mod error;
+pub mod ids;
+pub mod params;
+pub mod task;
+pub mod time;
+
+pub use error::{Error, ErrorCode, Result};

@@ -1,0 +1,131 @@
+//! Per-request context: cookies, the signed-in user, the CSRF token and the
+//! language, resolved once by a middleware and read by extractors.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use domain::{Error, ErrorCode};
+use store::User;
+
+use crate::auth::{new_token, token_hash};
+use crate::error::ApiError;
+use crate::i18n::{I18n, Lang};
+use crate::AppState;
+
+pub const SESSION_COOKIE: &str = "atelier_session";
+pub const CSRF_COOKIE: &str = "atelier_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+#[derive(Clone)]
+pub struct Ctx {
+    pub user: Option<User>,
+    pub session_token: Option<String>,
+    /// The double-submit token: the cookie's value, echoed in forms and the
+    /// `X-CSRF-Token` header.
+    pub csrf: String,
+    pub lang: &'static Lang,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+pub fn set_cookie(name: &str, value: &str, max_age_secs: i64, http_only: bool, secure: bool) -> HeaderValue {
+    let mut c = format!("{name}={value}; Path=/; Max-Age={max_age_secs}; SameSite=Lax");
+    if http_only {
+        c.push_str("; HttpOnly");
+    }
+    if secure {
+        c.push_str("; Secure");
+    }
+    HeaderValue::from_str(&c).expect("cookie values are URL-safe")
+}
+
+/// Resolves the context and makes sure the visitor has a CSRF cookie (an
+/// essential cookie: it protects the sign-in form itself).
+pub async fn attach(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let session_token = cookie(headers, SESSION_COOKIE).filter(|t| t.len() <= 64).map(str::to_string);
+    let existing_csrf = cookie(headers, CSRF_COOKIE).filter(|t| t.len() == 43).map(str::to_string);
+    let csrf = existing_csrf.clone().unwrap_or_else(new_token);
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let accept_language = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+
+    let signed_in = match &session_token {
+        Some(token) => match state.store.session_by_token_hash(&token_hash(token), store::now_ms()).await {
+            Ok(found) => found.filter(|(_, user)| user.status == "active"),
+            Err(e) => return ApiError(e).into_response(),
+        },
+        None => None,
+    };
+    let user = signed_in.map(|(_, user)| user);
+    let i18n = I18n::global();
+    let lang = match user.as_ref().and_then(|u| u.locale.as_deref()) {
+        Some(locale) => i18n.lang(locale),
+        None => i18n.negotiate(&accept_language),
+    };
+    let session_token = session_token.filter(|_| user.is_some());
+    request.extensions_mut().insert(Ctx { user, session_token, csrf: csrf.clone(), lang, ip, user_agent });
+
+    let mut response = next.run(request).await;
+    let csrf_prefix = format!("{CSRF_COOKIE}=");
+    let handler_set_csrf = response.headers().get_all(header::SET_COOKIE).iter().any(|v| v.as_bytes().starts_with(csrf_prefix.as_bytes()));
+    if existing_csrf.is_none() && !handler_set_csrf {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &csrf, 30 * 86_400, true, state.config.secure_cookies));
+    }
+    response
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Ctx>().cloned().ok_or_else(|| ApiError(Error::internal("request context missing")))
+    }
+}
+
+/// Compares in constant time: the token must not leak through timing.
+pub fn tokens_match(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A signed-in user for the JSON API. State-changing methods must echo the
+/// CSRF cookie in `X-CSRF-Token`: cookies ride along on cross-site requests,
+/// custom headers do not.
+pub struct ApiUser {
+    pub user: User,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ctx = Ctx::from_request_parts(parts, state).await?;
+        let Some(user) = ctx.user.clone() else {
+            return Err(ApiError(Error::new(ErrorCode::Unauthenticated, "sign in first")));
+        };
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !tokens_match(sent, &ctx.csrf) {
+                return Err(ApiError(Error::new(ErrorCode::CsrfFailed, "missing or wrong X-CSRF-Token header")));
+            }
+        }
+        Ok(ApiUser { user })
+    }
+}

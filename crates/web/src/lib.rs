@@ -1,0 +1,91 @@
+//! The HTTP surface: native JSON API, server-rendered pages, sign-up and
+//! sign-in, SSE task progress, ops probes. Nothing below this crate knows HTTP.
+
+mod api;
+mod auth;
+mod context;
+mod error;
+pub mod i18n;
+mod pages;
+mod security;
+mod sse;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use blobs::BlobStore;
+use domain::params::Limits;
+use store::Store;
+use worker::TaskHub;
+
+pub use auth::{hash_password, PASSWORD_PARAMS};
+pub use error::ApiError;
+
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Set `Secure` on cookies (served over TLS or behind a TLS proxy).
+    pub secure_cookies: bool,
+    pub session_ttl_ms: i64,
+    pub limits: Limits,
+    pub min_age: u32,
+    pub max_attempts: i64,
+    pub body_limit_bytes: usize,
+    /// Engine name and model recorded on tasks.
+    pub provider: String,
+    pub model: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            secure_cookies: false,
+            session_ttl_ms: 30 * 86_400_000,
+            limits: Limits::default(),
+            min_age: domain::account::MIN_AGE,
+            max_attempts: 3,
+            body_limit_bytes: 1 << 20,
+            provider: "procedural".into(),
+            model: "atelier-procedural-v0".into(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub blobs: Arc<dyn BlobStore>,
+    pub hub: TaskHub,
+    pub config: Arc<WebConfig>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.body_limit_bytes;
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/api/v1/tasks", post(api::submit_task).get(api::list_tasks))
+        .route("/api/v1/tasks/{id}", get(api::get_task))
+        .route("/api/v1/tasks/{id}/cancel", post(api::cancel_task))
+        .route("/api/v1/tasks/{id}/events", get(sse::task_events))
+        .route("/api/v1/assets/{id}", get(api::download_asset).delete(api::delete_asset))
+        .route("/api/v1/account", get(api::get_account).patch(api::update_account))
+        .route("/", get(pages::home))
+        .route("/signup", get(pages::signup_form).post(pages::signup))
+        .route("/signin", get(pages::signin_form).post(pages::signin))
+        .route("/signout", post(pages::signout))
+        .route("/generate", get(pages::generate_form).post(pages::generate))
+        .route("/tasks/{id}", get(pages::task_page))
+        .route("/gallery", get(pages::gallery))
+        .route("/images/{id}", get(pages::image_page))
+        .route("/images/{id}/delete", post(pages::delete_image_form))
+        .route("/account", get(pages::account_page).post(pages::update_account))
+        .route("/static/{file}", get(pages::static_file))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), context::attach))
+        .layer(axum::middleware::from_fn(security::headers))
+        .with_state(state)
+}

@@ -1,0 +1,630 @@
+//! Server-rendered pages. Every string a person reads comes from the
+//! translation files; scripts are external files (the CSP forbids inline).
+
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use domain::account::Date;
+use domain::params::{GenerateParams, SIZES, STYLES};
+use domain::task::TaskStatus;
+use domain::time::format_utc;
+use domain::{Error, ErrorCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use store::{Task, TaskEvent, User};
+
+use crate::api::{apply_account_update, checked_id, delete_image, submit, AccountUpdate, PageQuery, QueryParams, SubmitTask};
+use crate::auth::{authenticate, new_token, sign_up, start_session, token_hash, SignUp};
+use crate::context::{set_cookie, tokens_match, Ctx, CSRF_COOKIE, SESSION_COOKIE};
+use crate::error::{ApiError, ApiResult};
+use crate::i18n::{I18n, Lang};
+use crate::AppState;
+
+/// Escapes text for HTML element content and quoted attributes.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn layout(ctx: &Ctx, title: &str, body: &str) -> String {
+    let t = |k: &str| esc(&ctx.lang.t(k));
+    let nav = match &ctx.user {
+        Some(user) => format!(
+            r#"<a href="/generate">{}</a><a href="/gallery">{}</a><a href="/account" title="{}">{}</a>
+<form method="post" action="/signout" class="inline"><input type="hidden" name="_csrf" value="{}"><button class="link">{}</button></form>"#,
+            t("nav.generate"),
+            t("nav.gallery"),
+            esc(&user.email),
+            t("nav.account"),
+            esc(&ctx.csrf),
+            t("nav.signout")
+        ),
+        None => format!(r#"<a href="/signin">{}</a><a class="button" href="/signup">{}</a>"#, t("nav.signin"), t("nav.signup")),
+    };
+    format!(
+        r##"<!doctype html>
+<html lang="{lang}">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="csrf-token" content="{csrf}">
+<title>{title} · Atelier</title>
+<link rel="stylesheet" href="/static/app.css">
+<script type="module" src="/static/app.js"></script>
+</head>
+<body>
+<a class="skip" href="#main">{skip}</a>
+<header class="top"><a class="brand" href="/">Atelier</a><nav>{nav}</nav></header>
+<main id="main">
+{body}
+</main>
+<footer><span>{footer}</span></footer>
+</body>
+</html>"##,
+        lang = ctx.lang.code,
+        csrf = esc(&ctx.csrf),
+        title = esc(title),
+        skip = t("nav.skip"),
+        footer = t("footer.tagline"),
+    )
+}
+
+fn page(ctx: &Ctx, status: StatusCode, title: &str, body: &str) -> Response {
+    (status, Html(layout(ctx, title, body))).into_response()
+}
+
+fn error_box(lang: &Lang, error: &Error) -> String {
+    format!(r#"<p class="error" role="alert" data-code="{}">{}</p>"#, error.code.as_str(), esc(&lang.t(&error.code.message_key())))
+}
+
+fn status_of(error: &Error) -> StatusCode {
+    StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+/// Form extractor whose failures are `invalid_input`.
+pub struct FormBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FormBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Form::<T>::from_request(req, state).await.map(|Form(v)| FormBody(v)).map_err(|e| ApiError(Error::invalid(e.body_text())))
+    }
+}
+
+fn check_csrf(ctx: &Ctx, sent: &str) -> Result<(), Error> {
+    if tokens_match(sent, &ctx.csrf) {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorCode::CsrfFailed, "the form expired; please try again"))
+    }
+}
+
+fn signed_in(ctx: &Ctx) -> Result<&User, Response> {
+    ctx.user.as_ref().ok_or_else(|| Redirect::to("/signin").into_response())
+}
+
+pub async fn not_found_page() -> Response {
+    // Reached from the fallback, outside the context middleware's extractors.
+    let lang = I18n::global().lang("en");
+    let body = format!(r#"<section class="card narrow"><h1>{}</h1><p><a href="/">{}</a></p></section>"#, esc(&lang.t("notfound.title")), esc(&lang.t("notfound.home")));
+    (StatusCode::NOT_FOUND, Html(format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Atelier</title><link rel=\"stylesheet\" href=\"/static/app.css\"></head><body><main>{body}</main></body></html>"))).into_response()
+}
+
+pub async fn home(ctx: Ctx) -> Response {
+    if ctx.user.is_some() {
+        return Redirect::to("/generate").into_response();
+    }
+    let t = |k: &str| esc(&ctx.lang.t(k));
+    let body = format!(
+        r#"<section class="hero"><h1>{}</h1><p>{}</p><p class="actions"><a class="button" href="/signup">{}</a> <a class="button secondary" href="/signin">{}</a></p>
+<ul class="promises"><li>{}</li><li>{}</li><li>{}</li></ul></section>"#,
+        t("home.title"),
+        t("home.lead"),
+        t("nav.signup"),
+        t("nav.signin"),
+        t("home.promise_private"),
+        t("home.promise_delete"),
+        t("home.promise_offline"),
+    );
+    page(&ctx, StatusCode::OK, &ctx.lang.t("home.title"), &body)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SignUpForm {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub birth_date: String,
+    #[serde(default)]
+    pub _csrf: String,
+}
+
+fn signup_body(ctx: &Ctx, form: &SignUpForm, error: Option<&Error>) -> String {
+    let t = |k: &str| esc(&ctx.lang.t(k));
+    format!(
+        r#"<section class="card narrow"><h1>{title}</h1>{error}
+<form method="post" action="/signup" class="stack">
+<input type="hidden" name="_csrf" value="{csrf}">
+<label>{name_l}<input name="name" autocomplete="name" required maxlength="100" value="{name}"></label>
+<label>{email_l}<input name="email" type="email" autocomplete="email" required value="{email}"></label>
+<label>{password_l}<input name="password" type="password" autocomplete="new-password" required minlength="8" maxlength="128"><small>{password_h}</small></label>
+<label>{birth_l}<input name="birth_date" type="date" required value="{birth}"><small>{birth_h}</small></label>
+<button>{submit}</button>
+</form><p>{have} <a href="/signin">{signin}</a></p></section>"#,
+        title = t("signup.title"),
+        error = error.map(|e| error_box(ctx.lang, e)).unwrap_or_default(),
+        csrf = esc(&ctx.csrf),
+        name_l = t("signup.name"),
+        name = esc(&form.name),
+        email_l = t("signup.email"),
+        email = esc(&form.email),
+        password_l = t("signup.password"),
+        password_h = t("signup.password_hint"),
+        birth_l = t("signup.birth_date"),
+        birth = esc(&form.birth_date),
+        birth_h = t("signup.birth_date_hint"),
+        submit = t("signup.submit"),
+        have = t("signup.have_account"),
+        signin = t("nav.signin"),
+    )
+}
+
+pub async fn signup_form(ctx: Ctx) -> Response {
+    page(&ctx, StatusCode::OK, &ctx.lang.t("signup.title"), &signup_body(&ctx, &SignUpForm::default(), None))
+}
+
+pub async fn signup(State(state): State<AppState>, ctx: Ctx, FormBody(form): FormBody<SignUpForm>) -> Response {
+    let attempt = async {
+        check_csrf(&ctx, &form._csrf)?;
+        let today = Date::from_epoch_ms(store::now_ms());
+        let user = sign_up(
+            &state,
+            SignUp {
+                name: form.name.clone(),
+                email: form.email.clone(),
+                password: form.password.clone(),
+                birth_date: form.birth_date.clone(),
+                locale: Some(ctx.lang.code.to_string()),
+            },
+            today,
+        )
+        .await?;
+        start_session(&state, &user, ctx.ip, ctx.user_agent.clone()).await
+    };
+    match attempt.await {
+        Ok((token, _)) => session_redirect(&state, &ctx, &token, "/generate"),
+        Err(e) => page(&ctx, status_of(&e), &ctx.lang.t("signup.title"), &signup_body(&ctx, &form, Some(&e))),
+    }
+}
+
+/// Sets the new session cookie (the old session, if any, is ended: the token
+/// is rotated at every sign-in) and a fresh CSRF token, then redirects.
+fn session_redirect(state: &AppState, ctx: &Ctx, token: &str, to: &str) -> Response {
+    let secure = state.config.secure_cookies;
+    if let Some(old) = &ctx.session_token {
+        let (store, old_hash) = (state.store.clone(), token_hash(old));
+        tokio::spawn(async move { store.delete_session_by_token_hash(&old_hash).await });
+    }
+    let mut response = Redirect::to(to).into_response();
+    let h = response.headers_mut();
+    h.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, token, state.config.session_ttl_ms / 1000, true, secure));
+    h.append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &new_token(), 30 * 86_400, true, secure));
+    response
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SignInForm {
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub _csrf: String,
+}
+
+fn signin_body(ctx: &Ctx, email: &str, error: Option<&Error>) -> String {
+    let t = |k: &str| esc(&ctx.lang.t(k));
+    format!(
+        r#"<section class="card narrow"><h1>{title}</h1>{error}
+<form method="post" action="/signin" class="stack">
+<input type="hidden" name="_csrf" value="{csrf}">
+<label>{email_l}<input name="email" type="email" autocomplete="email" required value="{email}"></label>
+<label>{password_l}<input name="password" type="password" autocomplete="current-password" required></label>
+<button>{submit}</button>
+</form><p>{new} <a href="/signup">{signup}</a></p></section>"#,
+        title = t("signin.title"),
+        error = error.map(|e| error_box(ctx.lang, e)).unwrap_or_default(),
+        csrf = esc(&ctx.csrf),
+        email_l = t("signup.email"),
+        email = esc(email),
+        password_l = t("signup.password"),
+        submit = t("signin.submit"),
+        new = t("signin.no_account"),
+        signup = t("nav.signup"),
+    )
+}
+
+pub async fn signin_form(ctx: Ctx) -> Response {
+    page(&ctx, StatusCode::OK, &ctx.lang.t("signin.title"), &signin_body(&ctx, "", None))
+}
+
+pub async fn signin(State(state): State<AppState>, ctx: Ctx, FormBody(form): FormBody<SignInForm>) -> Response {
+    let attempt = async {
+        check_csrf(&ctx, &form._csrf)?;
+        let user = authenticate(&state.store, &form.email, &form.password).await?;
+        start_session(&state, &user, ctx.ip, ctx.user_agent.clone()).await
+    };
+    match attempt.await {
+        Ok((token, _)) => session_redirect(&state, &ctx, &token, "/generate"),
+        Err(e) => {
+            tracing::info!(code = %e.code, "sign-in refused");
+            page(&ctx, status_of(&e), &ctx.lang.t("signin.title"), &signin_body(&ctx, &form.email, Some(&e)))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    pub _csrf: String,
+}
+
+pub async fn signout(State(state): State<AppState>, ctx: Ctx, FormBody(form): FormBody<CsrfOnly>) -> ApiResult<Response> {
+    check_csrf(&ctx, &form._csrf)?;
+    if let Some(token) = &ctx.session_token {
+        state.store.delete_session_by_token_hash(&token_hash(token)).await?;
+    }
+    let mut response = Redirect::to("/").into_response();
+    let h = response.headers_mut();
+    h.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0, true, state.config.secure_cookies));
+    h.insert("clear-site-data", HeaderValue::from_static("\"cache\", \"storage\""));
+    Ok(response)
+}
+
+fn options(lang: &Lang, values: &[String], selected: &str, label_prefix: Option<&str>) -> String {
+    values
+        .iter()
+        .map(|v| {
+            let label = label_prefix.map_or_else(|| v.clone(), |p| lang.t(&format!("{p}.{v}")));
+            format!(r#"<option value="{}"{}>{}</option>"#, esc(v), if v == selected { " selected" } else { "" }, esc(&label))
+        })
+        .collect()
+}
+
+fn generate_body(ctx: &Ctx, state: &AppState, form: &GenerateForm, error: Option<&Error>) -> String {
+    let t = |k: &str| esc(&ctx.lang.t(k));
+    let sizes: Vec<String> = SIZES.iter().map(|(w, h)| format!("{w}x{h}")).collect();
+    let styles: Vec<String> = STYLES.iter().map(|s| s.to_string()).collect();
+    format!(
+        r#"<section class="card"><h1>{title}</h1>{error}
+<form method="post" action="/generate" class="stack" id="generate-form">
+<input type="hidden" name="_csrf" value="{csrf}">
+<label>{prompt_l}<textarea name="prompt" rows="4" required maxlength="{max}" data-counter="prompt-count">{prompt}</textarea>
+<small><span id="prompt-count">0</span> / {max}</small></label>
+<div class="row">
+<label>{size_l}<select name="size">{size_o}</select></label>
+<label>{style_l}<select name="style">{style_o}</select></label>
+</div>
+<button>{submit}</button>
+</form>
+<div id="live" class="live" hidden aria-live="polite"{labels}><p class="status"></p><progress max="100" value="0"></progress><div class="grid results"></div></div>
+</section>"#,
+        title = t("generate.title"),
+        error = error.map(|e| error_box(ctx.lang, e)).unwrap_or_default(),
+        csrf = esc(&ctx.csrf),
+        prompt_l = t("generate.prompt"),
+        max = state.config.limits.prompt_max_chars,
+        prompt = esc(&form.prompt),
+        size_l = t("generate.size"),
+        size_o = options(ctx.lang, &sizes, form.size.as_deref().unwrap_or("1024x1024"), None),
+        style_l = t("generate.style"),
+        style_o = options(ctx.lang, &styles, form.style.as_deref().unwrap_or("none"), Some("style")),
+        submit = t("generate.submit"),
+        labels = status_labels(ctx.lang),
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GenerateForm {
+    #[serde(default)]
+    pub prompt: String,
+    pub size: Option<String>,
+    pub style: Option<String>,
+    #[serde(default)]
+    pub _csrf: String,
+}
+
+pub async fn generate_form(State(state): State<AppState>, ctx: Ctx) -> Response {
+    if let Err(redirect) = signed_in(&ctx) {
+        return redirect;
+    }
+    page(&ctx, StatusCode::OK, &ctx.lang.t("generate.title"), &generate_body(&ctx, &state, &GenerateForm::default(), None))
+}
+
+/// The no-script path of the generate page: queue, then show the task page.
+pub async fn generate(State(state): State<AppState>, ctx: Ctx, FormBody(form): FormBody<GenerateForm>) -> Response {
+    let user = match signed_in(&ctx) {
+        Ok(user) => user,
+        Err(redirect) => return redirect,
+    };
+    let attempt = async {
+        check_csrf(&ctx, &form._csrf)?;
+        let request = SubmitTask { prompt: form.prompt.clone(), size: form.size.clone(), style: form.style.clone(), n: None, seed: None };
+        submit(&state, user, request, None).await
+    };
+    match attempt.await {
+        Ok(submitted) => Redirect::to(&format!("/tasks/{}", submitted.task().id)).into_response(),
+        Err(e) => page(&ctx, status_of(&e), &ctx.lang.t("generate.title"), &generate_body(&ctx, &state, &form, Some(&e))),
+    }
+}
+
+/// Status names for the live updater, as `data-l-*` attributes.
+fn status_labels(lang: &Lang) -> String {
+    ["queued", "running", "succeeded", "failed", "canceled"]
+        .iter()
+        .map(|s| format!(r#" data-l-{s}="{}""#, esc(&lang.t(&format!("status.{s}")))))
+        .collect()
+}
+
+fn timeline_html(lang: &Lang, events: &[TaskEvent]) -> String {
+    let items: String = events
+        .iter()
+        .map(|e| {
+            format!(
+                r#"<li><time>{}</time> <span class="badge {}">{}</span></li>"#,
+                esc(&format_utc(e.at)),
+                esc(&e.status),
+                esc(&lang.t(&format!("status.{}", e.status)))
+            )
+        })
+        .collect();
+    format!(r#"<ol class="timeline">{items}</ol>"#)
+}
+
+fn params_html(lang: &Lang, task: &Task) -> String {
+    let t = |k: &str| esc(&lang.t(k));
+    match serde_json::from_str::<GenerateParams>(&task.params) {
+        Ok(p) => format!(
+            r#"<dl class="params"><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd></dl>"#,
+            t("generate.size"),
+            esc(&p.size.label()),
+            t("generate.style"),
+            esc(&lang.t(&format!("style.{}", p.style))),
+            t("task.seed"),
+            p.seed,
+            t("task.model"),
+            esc(task.model.as_deref().unwrap_or("")),
+        ),
+        Err(_) => String::new(),
+    }
+}
+
+pub async fn task_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
+    let user = match signed_in(&ctx) {
+        Ok(user) => user,
+        Err(redirect) => return Ok(redirect),
+    };
+    let task = state.store.get_task(&user.id, checked_id(&id)?).await?;
+    let events = state.store.task_events(&user.id, &task.id).await?;
+    let outputs = state.store.task_outputs(&user.id, &task.id).await?;
+    let t = |k: &str| esc(&ctx.lang.t(k));
+    let thumbs: String = outputs
+        .iter()
+        .map(|o| {
+            format!(
+                r#"<a href="/images/{id}"><img src="/api/v1/assets/{thumb}" alt="{alt}" width="{w}" height="{h}" loading="lazy"></a>"#,
+                id = o.asset.id,
+                thumb = o.thumbnail_id.as_deref().unwrap_or(&o.asset.id),
+                alt = esc(&task.prompt),
+                w = o.asset.width,
+                h = o.asset.height,
+            )
+        })
+        .collect();
+    let error = task.error_code.as_ref().filter(|_| task.status == TaskStatus::Failed).map(|c| format!(r#"<p class="error" data-code="{}">{}</p>"#, esc(c), t("task.failed"))).unwrap_or_default();
+    let live = if task.status.is_terminal() { String::new() } else { format!(r#" data-watch="{}"{}"#, task.id, status_labels(ctx.lang)) };
+    let body = format!(
+        r#"<section class="card" id="task"{live}><h1>{title}</h1>
+<p class="status"><span class="badge {status}">{status_t}</span></p><progress max="100" value="{progress}"></progress>{error}
+<blockquote class="prompt">{prompt}</blockquote>{params}
+<h2>{outputs_t}</h2><div class="grid results">{thumbs}</div>
+<h2>{timeline_t}</h2>{timeline}</section>"#,
+        title = t("task.title"),
+        status = task.status.as_str(),
+        status_t = t(&format!("status.{}", task.status.as_str())),
+        progress = task.progress,
+        prompt = esc(&task.prompt),
+        params = params_html(ctx.lang, &task),
+        outputs_t = t("task.outputs"),
+        timeline_t = t("task.timeline"),
+        timeline = timeline_html(ctx.lang, &events),
+    );
+    Ok(page(&ctx, StatusCode::OK, &ctx.lang.t("task.title"), &body))
+}
+
+pub async fn gallery(State(state): State<AppState>, ctx: Ctx, QueryParams(query): QueryParams<PageQuery>) -> ApiResult<Response> {
+    let user = match signed_in(&ctx) {
+        Ok(user) => user,
+        Err(redirect) => return Ok(redirect),
+    };
+    let (before, _) = query.checked()?;
+    let page_items = state.store.list_gallery(&user.id, before, 24).await?;
+    let t = |k: &str| esc(&ctx.lang.t(k));
+    let cells: String = page_items
+        .items
+        .iter()
+        .map(|g| {
+            format!(
+                r#"<a class="tile" href="/images/{id}"><img src="/api/v1/assets/{thumb}" alt="{alt}" loading="lazy"></a>"#,
+                id = g.asset.id,
+                thumb = g.thumbnail_id.as_deref().unwrap_or(&g.asset.id),
+                alt = esc(&ctx.lang.t("gallery.alt").replace("{date}", &format_utc(g.asset.created_at))),
+            )
+        })
+        .collect();
+    let content = if cells.is_empty() && before.is_none() {
+        format!(r#"<div class="empty"><p>{}</p><a class="button" href="/generate">{}</a></div>"#, t("gallery.empty"), t("nav.generate"))
+    } else {
+        format!(r#"<div class="grid gallery">{cells}</div>"#)
+    };
+    let more = page_items
+        .next_cursor
+        .map(|c| format!(r#"<p class="pager"><a class="button secondary" href="/gallery?before={}">{}</a></p>"#, esc(&c), t("gallery.older")))
+        .unwrap_or_default();
+    let body = format!(r#"<section><h1>{}</h1>{content}{more}</section>"#, t("gallery.title"));
+    Ok(page(&ctx, StatusCode::OK, &ctx.lang.t("gallery.title"), &body))
+}
+
+pub async fn image_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
+    let user = match signed_in(&ctx) {
+        Ok(user) => user,
+        Err(redirect) => return Ok(redirect),
+    };
+    let asset = state.store.get_asset(&user.id, checked_id(&id)?).await?;
+    let task = match &asset.task_id {
+        Some(task_id) => Some(state.store.get_task(&user.id, task_id).await?),
+        None => None,
+    };
+    let events = match &task {
+        Some(task) => state.store.task_events(&user.id, &task.id).await?,
+        None => Vec::new(),
+    };
+    let t = |k: &str| esc(&ctx.lang.t(k));
+    let prompt = task.as_ref().map(|t| t.prompt.as_str()).unwrap_or("");
+    let body = format!(
+        r#"<section class="card detail"><figure><img src="/api/v1/assets/{id}" alt="{alt}" width="{w}" height="{h}"></figure>
+<div class="meta"><h1>{title}</h1><blockquote class="prompt">{prompt}</blockquote>{params}
+<dl class="params"><dt>{dims_t}</dt><dd>{w} × {h}</dd><dt>{created_t}</dt><dd>{created} UTC</dd></dl>
+<p class="actions"><a class="button" href="/api/v1/assets/{id}?download=1" download>{download}</a></p>
+<form method="post" action="/images/{id}/delete" data-confirm="{confirm}"><input type="hidden" name="_csrf" value="{csrf}"><button class="danger">{delete}</button></form>
+<h2>{timeline_t}</h2>{timeline}</div></section>"#,
+        id = asset.id,
+        alt = esc(prompt),
+        w = asset.width,
+        h = asset.height,
+        title = t("image.title"),
+        prompt = esc(prompt),
+        params = task.as_ref().map(|task| params_html(ctx.lang, task)).unwrap_or_default(),
+        dims_t = t("image.dimensions"),
+        created_t = t("image.created"),
+        created = esc(&format_utc(asset.created_at)),
+        download = t("image.download"),
+        confirm = t("image.delete_confirm"),
+        csrf = esc(&ctx.csrf),
+        delete = t("image.delete"),
+        timeline_t = t("task.timeline"),
+        timeline = timeline_html(ctx.lang, &events),
+    );
+    Ok(page(&ctx, StatusCode::OK, &ctx.lang.t("image.title"), &body))
+}
+
+pub async fn delete_image_form(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, FormBody(form): FormBody<CsrfOnly>) -> ApiResult<Response> {
+    let user = match signed_in(&ctx) {
+        Ok(user) => user,
+        Err(redirect) => return Ok(redirect),
+    };
+    check_csrf(&ctx, &form._csrf)?;
+    delete_image(&state, user, checked_id(&id)?).await?;
+    Ok(Redirect::to("/gallery").into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AccountForm {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub locale: String,
+    #[serde(default)]
+    pub _csrf: String,
+}
+
+fn account_body(ctx: &Ctx, user: &User, notice: Option<&str>, error: Option<&Error>) -> String {
+    let t = |k: &str| esc(&ctx.lang.t(k));
+    let mut langs = vec![String::new()];
+    langs.extend(I18n::global().langs().iter().map(|l| l.code.to_string()));
+    let lang_options: String = langs
+        .iter()
+        .map(|code| {
+            let label = if code.is_empty() { ctx.lang.t("account.language_auto") } else { ctx.lang.t(&format!("language.{code}")) };
+            let selected = user.locale.as_deref().unwrap_or("") == code;
+            format!(r#"<option value="{}"{}>{}</option>"#, esc(code), if selected { " selected" } else { "" }, esc(&label))
+        })
+        .collect();
+    format!(
+        r#"<section class="card narrow"><h1>{title}</h1>{notice}{error}
+<form method="post" action="/account" class="stack">
+<input type="hidden" name="_csrf" value="{csrf}">
+<label>{name_l}<input name="name" required maxlength="100" value="{name}"></label>
+<label>{email_l}<input type="email" value="{email}" readonly></label>
+<label>{lang_l}<select name="locale">{lang_options}</select></label>
+<button>{save}</button>
+</form></section>"#,
+        title = t("account.title"),
+        notice = notice.map(|n| format!(r#"<p class="notice" role="status">{}</p>"#, esc(n))).unwrap_or_default(),
+        error = error.map(|e| error_box(ctx.lang, e)).unwrap_or_default(),
+        csrf = esc(&ctx.csrf),
+        name_l = t("signup.name"),
+        name = esc(&user.name),
+        email_l = t("signup.email"),
+        email = esc(&user.email),
+        lang_l = t("account.language"),
+        save = t("account.save"),
+    )
+}
+
+pub async fn account_page(ctx: Ctx) -> Response {
+    let user = match signed_in(&ctx) {
+        Ok(user) => user,
+        Err(redirect) => return redirect,
+    };
+    page(&ctx, StatusCode::OK, &ctx.lang.t("account.title"), &account_body(&ctx, user, None, None))
+}
+
+pub async fn update_account(State(state): State<AppState>, ctx: Ctx, FormBody(form): FormBody<AccountForm>) -> Response {
+    let user = match signed_in(&ctx) {
+        Ok(user) => user,
+        Err(redirect) => return redirect,
+    };
+    let attempt = async {
+        check_csrf(&ctx, &form._csrf)?;
+        apply_account_update(&state, user, AccountUpdate { name: Some(form.name.clone()), locale: Some(form.locale.clone()) }).await
+    };
+    match attempt.await {
+        Ok(updated) => {
+            let mut ctx = ctx.clone();
+            ctx.lang = updated.locale.as_deref().map_or(ctx.lang, |l| I18n::global().lang(l));
+            let notice = ctx.lang.t("account.saved");
+            ctx.user = Some(updated.clone());
+            page(&ctx, StatusCode::OK, &ctx.lang.t("account.title"), &account_body(&ctx, &updated, Some(&notice), None))
+        }
+        Err(e) => page(&ctx, status_of(&e), &ctx.lang.t("account.title"), &account_body(&ctx, user, None, Some(&e))),
+    }
+}
+
+const APP_CSS: &str = include_str!("../static/app.css");
+const APP_JS: &str = include_str!("../static/app.js");
+
+pub async fn static_file(Path(file): Path<String>) -> Response {
+    let (body, content_type) = match file.as_str() {
+        "app.css" => (APP_CSS, "text/css; charset=utf-8"),
+        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        _ => return ApiError(Error::not_found()).into_response(),
+    };
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
+}

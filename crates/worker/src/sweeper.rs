@@ -1,0 +1,30 @@
+use std::time::Duration;
+
+use domain::Result;
+use store::Store;
+use tokio::sync::watch;
+
+use crate::TaskHub;
+
+/// One sweep: re-queue tasks whose worker died, drop expired sessions.
+pub async fn sweep_once(store: &Store, hub: &TaskHub) -> Result<()> {
+    let requeued = store.requeue_expired().await?;
+    if requeued > 0 {
+        tracing::info!(requeued, "re-queued tasks with expired leases");
+        hub.wake_workers();
+    }
+    store.delete_expired_sessions(store::now_ms()).await?;
+    Ok(())
+}
+
+pub async fn run_sweeper(store: Store, hub: TaskHub, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if let Err(e) = sweep_once(&store, &hub).await {
+            tracing::warn!(error = %e, "sweep failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
