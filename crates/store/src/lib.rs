@@ -4,6 +4,7 @@
 //! chosen per backend. Every content query filters on `owner_id`.
 
 mod assets;
+mod audit;
 mod migrate;
 mod models;
 mod outbox;
@@ -19,6 +20,7 @@ use domain::{Error, ErrorCode, Result};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use audit::{AuditEntry, AuditRecord};
 pub use models::*;
 pub use tasks::Submitted;
 

@@ -16,8 +16,8 @@ macro_rules! migrations {
     };
 }
 
-const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_init");
-const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_init");
+const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_init", 2 "0002_vault_audit");
+const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_init", 2 "0002_vault_audit");
 
 /// A fingerprint of the migration set, so test fixtures can cache a migrated
 /// template database per schema.
