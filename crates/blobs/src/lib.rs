@@ -1,6 +1,10 @@
 //! Object storage behind one object-safe trait. [`LocalDirStore`] is the
 //! embedded default; S3 and the encrypting wrapper implement the same trait.
 
+mod encrypted;
+
+pub use encrypted::Encrypted;
+
 use std::future::Future;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};

@@ -48,6 +48,7 @@ impl Store {
         }
         let now = now_ms();
         let id = new_id();
+        let sealed_prompt = self.seal(&new.owner_id, &prompt_place(&id), &new.prompt).await?;
         let sql = format!(
             "INSERT INTO tasks (id, owner_id, kind, status, prompt, params, provider, model, cost, idempotency_key, request_hash, \
              max_attempts, created_at, updated_at) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
@@ -58,7 +59,7 @@ impl Store {
                 .bind(&id)
                 .bind(&new.owner_id)
                 .bind(&new.kind)
-                .bind(&new.prompt)
+                .bind(&sealed_prompt)
                 .bind(&new.params)
                 .bind(&new.provider)
                 .bind(&new.model)
@@ -75,7 +76,7 @@ impl Store {
             task
         });
         match inserted {
-            Ok(task) => Ok(Submitted::Created(task)),
+            Ok(task) => Ok(Submitted::Created(self.reveal(task).await?)),
             // Two submits with one key raced: the other one won.
             Err(e) if is_unique_violation(&e) => {
                 let key = new.idempotency_key.as_deref().unwrap_or_default();
@@ -88,20 +89,30 @@ impl Store {
 
     async fn task_by_idempotency_key(&self, owner_id: &str, key: &str) -> Result<Option<(Task, Option<String>)>> {
         let sql = format!("SELECT {TASK_COLUMNS}, request_hash FROM tasks WHERE owner_id = $1 AND idempotency_key = $2");
-        with_pool!(self, pool => {
+        let found: Option<(Task, Option<String>)> = with_pool!(self, pool => {
             let row = sqlx::query(&sql).bind(owner_id).bind(key).fetch_optional(pool).await.map_err(db_err)?;
             row.map(|row| {
                 use sqlx::{FromRow, Row};
-                Ok((Task::from_row(&row).map_err(db_err)?, row.try_get("request_hash").map_err(db_err)?))
+                Ok::<_, Error>((Task::from_row(&row).map_err(db_err)?, row.try_get("request_hash").map_err(db_err)?))
             })
-            .transpose()
-        })
+            .transpose()?
+        });
+        match found {
+            Some((task, hash)) => Ok(Some((self.reveal(task).await?, hash))),
+            None => Ok(None),
+        }
+    }
+
+    /// Decrypts the prompt of a task read from the database.
+    async fn reveal(&self, mut task: Task) -> Result<Task> {
+        task.prompt = self.open(&task.owner_id, &prompt_place(&task.id), &task.prompt).await?;
+        Ok(task)
     }
 
     pub async fn get_task(&self, owner_id: &str, id: &str) -> Result<Task> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND owner_id = $2");
         let task: Option<Task> = with_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await.map_err(db_err)?);
-        task.ok_or_else(Error::not_found)
+        self.reveal(task.ok_or_else(Error::not_found)?).await
     }
 
     /// Newest first; `before` is the last id of the previous page (ids are
@@ -113,7 +124,11 @@ impl Store {
         let rows: Vec<Task> = with_pool!(self, pool => {
             sqlx::query_as(&sql).bind(owner_id).bind(before).bind(limit + 1).fetch_all(pool).await.map_err(db_err)?
         });
-        Ok(Page::from_rows(rows, limit, |t| &t.id))
+        let mut revealed = Vec::with_capacity(rows.len());
+        for task in rows {
+            revealed.push(self.reveal(task).await?);
+        }
+        Ok(Page::from_rows(revealed, limit, |t| &t.id))
     }
 
     pub async fn task_events(&self, owner_id: &str, task_id: &str) -> Result<Vec<TaskEvent>> {
@@ -143,7 +158,7 @@ impl Store {
             task
         });
         match canceled {
-            Some(task) => Ok(task),
+            Some(task) => self.reveal(task).await,
             None => {
                 let task = self.get_task(owner_id, id).await?;
                 task.status.check_cancelable()?;
@@ -164,13 +179,17 @@ impl Store {
             "UPDATE tasks SET status = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
              started_at = COALESCE(started_at, $3), progress = 0, updated_at = $3 WHERE id = ({pick}) RETURNING {TASK_COLUMNS}"
         );
-        Ok(with_tx!(self, tx => {
+        let claimed = with_tx!(self, tx => {
             let task: Option<Task> = sqlx::query_as(&sql).bind(worker_id).bind(now + lease_ms).bind(now).fetch_optional(&mut *tx).await.map_err(db_err)?;
             if let Some(task) = &task {
                 add_event!(tx, &task.id, &task.owner_id, "running", Some(format!("attempt {}", task.attempts)), now);
             }
             task
-        }))
+        });
+        match claimed {
+            Some(task) => self.reveal(task).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Extends the lease and records progress. `false` means the task is no
@@ -316,6 +335,11 @@ impl Store {
     pub async fn queued_count(&self) -> Result<i64> {
         with_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE status = 'queued'").fetch_one(pool).await.map_err(db_err))
     }
+}
+
+/// Where a task's prompt lives, bound into its ciphertext.
+fn prompt_place(task_id: &str) -> String {
+    format!("tasks.prompt/{task_id}")
 }
 
 fn replay((first, first_hash): (Task, Option<String>), new: &NewTask) -> Result<Submitted> {

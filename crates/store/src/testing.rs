@@ -38,12 +38,16 @@ pub fn with_database(url: &str, name: &str) -> String {
     out
 }
 
+fn test_master_key() -> std::sync::Arc<dyn vault::MasterKey> {
+    std::sync::Arc::new(vault::LocalMasterKey::generate())
+}
+
 pub async fn test_db(kind: TestBackend) -> TestDb {
     match kind {
         BackendKind::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = format!("sqlite://{}", dir.path().join("test.db").display());
-            let store = Store::connect(&url, 4).await.expect("open SQLite");
+            let store = Store::connect(&url, 4).await.expect("open SQLite").with_master_key(test_master_key());
             store.migrate().await.expect("migrate SQLite");
             TestDb { store, cleanup: Cleanup::Sqlite(dir) }
         }
@@ -67,14 +71,25 @@ pub async fn test_db(kind: TestBackend) -> TestDb {
                 let store = Store::connect(&with_database(&admin_url, &building), 2).await.expect("connect template");
                 store.migrate().await.expect("migrate template");
                 store.close().await;
-                admin.execute(format!("ALTER DATABASE {building} RENAME TO {template}").as_str()).await.expect("rename template");
+                // A closed pool's server sessions may linger for a moment.
+                let mut attempts = 0;
+                while let Err(e) = admin.execute(format!("ALTER DATABASE {building} RENAME TO {template}").as_str()).await {
+                    attempts += 1;
+                    assert!(attempts < 50, "rename template: {e}");
+                    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+                        .bind(&building)
+                        .execute(&mut admin)
+                        .await
+                        .expect("end lingering sessions");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
             }
             let name = format!("atelier_t_{}", uuid::Uuid::now_v7().simple());
             let created = admin.execute(format!("CREATE DATABASE {name} TEMPLATE {template}").as_str()).await;
             admin.execute("SELECT pg_advisory_unlock(727502)").await.expect("advisory unlock");
             created.expect("clone template database");
             admin.close().await.ok();
-            let store = Store::connect(&with_database(&admin_url, &name), 5).await.expect("connect test database");
+            let store = Store::connect(&with_database(&admin_url, &name), 5).await.expect("connect test database").with_master_key(test_master_key());
             TestDb { store, cleanup: Cleanup::Postgres { admin_url, name } }
         }
     }
