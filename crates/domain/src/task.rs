@@ -57,19 +57,26 @@ impl TaskStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskKind {
     Generate,
+    Edit,
+    Variation,
+    Upscale,
+    Restyle,
 }
 
 impl TaskKind {
+    pub const ALL: &'static [TaskKind] = &[TaskKind::Generate, TaskKind::Edit, TaskKind::Variation, TaskKind::Upscale, TaskKind::Restyle];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskKind::Generate => "generate",
+            TaskKind::Edit => "edit",
+            TaskKind::Variation => "variation",
+            TaskKind::Upscale => "upscale",
+            TaskKind::Restyle => "restyle",
         }
     }
     pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "generate" => Ok(TaskKind::Generate),
-            other => Err(Error::invalid(format!("unknown task kind {other}"))),
-        }
+        TaskKind::ALL.iter().copied().find(|k| k.as_str() == s).ok_or_else(|| Error::invalid(format!("unknown task kind {s}")))
     }
 }
 
@@ -89,6 +96,14 @@ mod tests {
         assert!(Queued.can_become(Running));
         assert!(Running.can_become(Queued));
         assert!(!Queued.can_become(Succeeded));
+    }
+
+    #[test]
+    fn kind_strings_round_trip() {
+        for k in TaskKind::ALL {
+            assert_eq!(TaskKind::parse(k.as_str()).unwrap(), *k);
+        }
+        assert!(TaskKind::parse("paint").is_err());
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub async fn submit(state: &AppState, user: &User, request: SubmitTask, idempote
     }
     let request_hash = to_hex(&Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()));
     let seed = request.seed.unwrap_or_else(rand::random);
-    let params = GenerateParams { size, style, n, seed };
+    let params = GenerateParams { size, style, n, seed, output: Default::default() };
     let submitted = state
         .store
         .submit_task(NewTask {
