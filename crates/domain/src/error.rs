@@ -27,6 +27,9 @@ pub enum ErrorCode {
     RateLimited,
     Unavailable,
     Internal,
+    InsufficientCredits,
+    AccountInDebt,
+    InvalidSignature,
 }
 
 impl ErrorCode {
@@ -54,6 +57,9 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::InsufficientCredits,
+        ErrorCode::AccountInDebt,
+        ErrorCode::InvalidSignature,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +87,9 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::InsufficientCredits => "insufficient_credits",
+            ErrorCode::AccountInDebt => "account_in_debt",
+            ErrorCode::InvalidSignature => "invalid_signature",
         }
     }
 
@@ -94,9 +103,12 @@ impl ErrorCode {
             | ErrorCode::AgeRequirementNotMet
             | ErrorCode::PasswordTooShort
             | ErrorCode::PasswordTooLong
-            | ErrorCode::InvalidEmail => 400,
+            | ErrorCode::InvalidEmail
+            | ErrorCode::InvalidSignature => 400,
             ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials => 401,
             ErrorCode::Forbidden | ErrorCode::CsrfFailed | ErrorCode::AccountSuspended => 403,
+            // Payment Required: buy credits (or settle a refunded purchase).
+            ErrorCode::InsufficientCredits | ErrorCode::AccountInDebt => 402,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::EmailTaken | ErrorCode::TaskNotCancelable | ErrorCode::IdempotencyConflict => 409,

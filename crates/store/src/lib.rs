@@ -5,6 +5,7 @@
 
 mod assets;
 mod audit;
+mod ledger;
 mod migrate;
 mod models;
 mod outbox;
@@ -21,6 +22,10 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::{AuditEntry, AuditRecord};
+pub use ledger::{
+    contains_card_number, Balance, BillingAction, BillingEvent, CreditLot, EventOutcome, LedgerEntry, NewGrant, NewPayment, Payment, Subscription,
+    SubscriptionState,
+};
 pub use models::*;
 pub use tasks::Submitted;
 

@@ -16,8 +16,8 @@ macro_rules! migrations {
     };
 }
 
-const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_init", 2 "0002_vault_audit");
-const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_init", 2 "0002_vault_audit");
+const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_init", 2 "0002_vault_audit", 5 "0005_billing");
+const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_init", 2 "0002_vault_audit", 5 "0005_billing");
 
 /// A fingerprint of the migration set, so test fixtures can cache a migrated
 /// template database per schema.

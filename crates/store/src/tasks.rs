@@ -3,6 +3,7 @@ use domain::task::TaskStatus;
 use domain::{Error, ErrorCode, Result};
 
 use crate::assets::insert_asset;
+use crate::ledger::LedgerTx;
 use crate::{db_err, is_unique_violation, now_ms, with_pool, with_tx, Backend, NewAsset, NewTask, Page, Store, Task, TaskEvent, TASK_COLUMNS};
 
 /// Inserts one timeline step; used inside every status-changing transaction.
@@ -72,6 +73,11 @@ impl Store {
                 .await;
             if task.is_ok() {
                 add_event!(tx, &id, &new.owner_id, "queued", None::<String>, now);
+                // The credit hold: one conditional update in this transaction;
+                // refused (insufficient or in debt) → return rolls it all back.
+                if new.cost > 0 {
+                    tx.hold(&new.owner_id, &id, new.cost, now).await?;
+                }
             }
             task
         });
@@ -154,6 +160,7 @@ impl Store {
             let task: Option<Task> = sqlx::query_as(&sql).bind(id).bind(owner_id).bind(now).fetch_optional(&mut *tx).await.map_err(db_err)?;
             if task.is_some() {
                 add_event!(tx, id, owner_id, "canceled", None::<String>, now);
+                tx.release(id, "task_canceled", now).await?;
             }
             task
         });
@@ -241,6 +248,7 @@ impl Store {
                         insert_asset!(tx, asset, now);
                     }
                     add_event!(tx, id, &owner, "succeeded", None::<String>, now);
+                    tx.capture(id, now).await?;
                     true
                 }
             }
@@ -285,6 +293,9 @@ impl Store {
                         > 0;
                     if moved {
                         add_event!(tx, id, &owner, status.as_str(), Some(format!("{code}: {message}")), now);
+                        if !requeue {
+                            tx.release(id, "task_failed", now).await?;
+                        }
                     }
                     moved
                 }
@@ -324,6 +335,9 @@ impl Store {
                 .rows_affected();
                 if n > 0 {
                     add_event!(tx, id, owner, status, Some("lease expired".to_string()), now);
+                    if code.is_some() {
+                        tx.release(id, "task_failed", now).await?;
+                    }
                     moved += 1;
                 }
             }
