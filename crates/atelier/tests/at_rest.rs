@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{atelier, contains, files_under, open_store, png_size, Browser, Server};
+use common::{atelier, atelier_with, contains, files_under, open_store, png_size, Browser, Server};
+use store::testing::{test_db, TestBackend};
 use serde_json::json;
 
 async fn generate(browser: &mut Browser, prompt: &str) -> (String, String) {
@@ -45,12 +46,13 @@ async fn c27_prompts_and_images_are_ciphertext_at_rest() {
     assert_eq!(key.permissions().mode() & 0o777, 0o600, "master key file is owner-only");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn c29_c32_restore_after_purge_keeps_the_account_deleted() {
+/// Backup, purge, restore: on SQLite (`database_url` None) or PostgreSQL.
+async fn restore_after_purge_keeps_the_account_deleted(database_url: Option<&str>) {
+    let env: Vec<(&str, &str)> = database_url.map(|url| ("ATELIER_DATABASE_URL", url)).into_iter().collect();
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let backup = root.path().join("backup");
-    let server = Server::start(&data, &[]).await;
+    let server = Server::start(&data, &env).await;
     let mut gone = Browser::new(&server.url);
     gone.sign_up("gone@example.org", "gone's long passphrase").await;
     let (gone_id, _) = generate(&mut gone, "a house that will be forgotten").await;
@@ -58,7 +60,7 @@ async fn c29_c32_restore_after_purge_keeps_the_account_deleted() {
     kept.sign_up("kept@example.org", "kept's long passphrase").await;
     let (_, kept_asset) = generate(&mut kept, "a house that stays").await;
 
-    let out = atelier(&data, &["backup", backup.to_str().unwrap()]);
+    let out = atelier_with(&data, &["backup", backup.to_str().unwrap()], &env);
     assert!(out.contains("backup written"), "{out}");
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(backup.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["objects"].as_array().unwrap().len(), 4);
@@ -66,16 +68,16 @@ async fn c29_c32_restore_after_purge_keeps_the_account_deleted() {
     let stray: Vec<Vec<u8>> = files_under(&data.join("objects").join(&gone_id)).iter().map(|f| std::fs::read(f).unwrap()).collect();
     assert_eq!(stray.len(), 2);
 
-    let out = atelier(&data, &["admin", "purge-account", "gone@example.org"]);
+    let out = atelier_with(&data, &["admin", "purge-account", "gone@example.org"], &env);
     assert!(out.contains("2 objects deleted"), "{out}");
     let (code, _) = gone.json(reqwest::Method::GET, "/api/v1/account", None).await;
     assert_eq!(code, 401, "the purged account's session ends at once");
     server.stop().await;
 
-    let out = atelier(&data, &["restore", backup.to_str().unwrap()]);
+    let out = atelier_with(&data, &["restore", backup.to_str().unwrap()], &env);
     assert!(out.contains("accounts purged again: 1"), "{out}");
 
-    let store = open_store(&data, &data.join("master.key")).await;
+    let store = open_store(&data, database_url, &data.join("master.key")).await;
     assert!(store.user_by_email("gone@example.org").await.unwrap().is_none(), "the restore did not bring the account back");
     assert!(store.data_key(&gone_id).await.is_err(), "its data key is gone: the stray copy is unreadable");
     assert!(files_under(&data.join("objects").join(&gone_id)).is_empty());
@@ -87,7 +89,7 @@ async fn c29_c32_restore_after_purge_keeps_the_account_deleted() {
     assert_eq!(tombstones, vec![privacy::tombstone_id(&gone_id)], "one pseudonymous tombstone");
     store.close().await;
 
-    let server = Server::start(&data, &[]).await;
+    let server = Server::start(&data, &env).await;
     let mut kept = Browser::new(&server.url);
     kept.get("/signin").await;
     let resp = kept.post_form("/signin", &[("email", "kept@example.org"), ("password", "kept's long passphrase")]).await;
@@ -99,6 +101,18 @@ async fn c29_c32_restore_after_purge_keeps_the_account_deleted() {
     let resp = gone.post_form("/signin", &[("email", "gone@example.org"), ("password", "gone's long passphrase")]).await;
     assert_eq!(resp.status(), 401);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c29_c32_restore_after_purge_keeps_the_account_deleted_sqlite() {
+    restore_after_purge_keeps_the_account_deleted(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c29_c32_restore_after_purge_keeps_the_account_deleted_postgres() {
+    let db = test_db(TestBackend::Postgres).await;
+    db.store.close().await;
+    restore_after_purge_keeps_the_account_deleted(Some(&db.url)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +138,7 @@ async fn master_key_rotation_rewraps_every_key_and_the_old_key_can_go() {
     let objects_after: Vec<Vec<u8>> = files_under(&data.join("objects")).iter().map(|f| std::fs::read(f).unwrap()).collect();
     assert_eq!(objects_before, objects_after, "objects are not touched");
 
-    let with_old = open_store(&data, &old_key).await;
+    let with_old = open_store(&data, None, &old_key).await;
     let ana = with_old.user_by_email("ana@example.org").await.unwrap().unwrap();
     assert!(with_old.data_key(&ana.id).await.is_err(), "the old master key no longer opens anything");
     with_old.close().await;

@@ -14,6 +14,8 @@ pub use crate::BackendKind as TestBackend;
 
 pub struct TestDb {
     pub store: Store,
+    /// The database's URL, for tests that start a server process on it.
+    pub url: String,
     cleanup: Cleanup,
 }
 
@@ -49,7 +51,7 @@ pub async fn test_db(kind: TestBackend) -> TestDb {
             let url = format!("sqlite://{}", dir.path().join("test.db").display());
             let store = Store::connect(&url, 4).await.expect("open SQLite").with_master_key(test_master_key());
             store.migrate().await.expect("migrate SQLite");
-            TestDb { store, cleanup: Cleanup::Sqlite(dir) }
+            TestDb { store, url, cleanup: Cleanup::Sqlite(dir) }
         }
         BackendKind::Postgres => {
             let admin_url = postgres_admin_url();
@@ -89,8 +91,9 @@ pub async fn test_db(kind: TestBackend) -> TestDb {
             admin.execute("SELECT pg_advisory_unlock(727502)").await.expect("advisory unlock");
             created.expect("clone template database");
             admin.close().await.ok();
-            let store = Store::connect(&with_database(&admin_url, &name), 5).await.expect("connect test database").with_master_key(test_master_key());
-            TestDb { store, cleanup: Cleanup::Postgres { admin_url, name } }
+            let url = with_database(&admin_url, &name);
+            let store = Store::connect(&url, 5).await.expect("connect test database").with_master_key(test_master_key());
+            TestDb { store, url, cleanup: Cleanup::Postgres { admin_url, name } }
         }
     }
 }

@@ -162,6 +162,10 @@ impl Server {
 
 /// Runs a one-shot `atelier` command on a data dir; returns its stdout.
 pub fn atelier(data_dir: &Path, args: &[&str]) -> String {
+    atelier_with(data_dir, args, &[])
+}
+
+pub fn atelier_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
         .args(args)
         .arg("--data-dir")
@@ -169,6 +173,7 @@ pub fn atelier(data_dir: &Path, args: &[&str]) -> String {
         .env_remove("RUST_LOG")
         .env_remove("DATABASE_URL")
         .env_remove("ATELIER_MASTER_KEY")
+        .envs(env.iter().copied())
         .output()
         .expect("run atelier");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -176,14 +181,12 @@ pub fn atelier(data_dir: &Path, args: &[&str]) -> String {
     stdout
 }
 
-/// The store of a stopped (or running) server's data dir, opened with the
-/// given master key file.
-pub async fn open_store(data_dir: &Path, master_key_file: &Path) -> store::Store {
+/// The store of a server's data dir (its SQLite file, or `database_url`),
+/// opened with the given master key file.
+pub async fn open_store(data_dir: &Path, database_url: Option<&str>, master_key_file: &Path) -> store::Store {
     let (master, _) = vault::LocalMasterKey::load_or_create(master_key_file).unwrap();
-    store::Store::connect(&format!("sqlite://{}", data_dir.join("atelier.db").display()), 2)
-        .await
-        .unwrap()
-        .with_master_key(std::sync::Arc::new(master))
+    let url = database_url.map_or_else(|| format!("sqlite://{}", data_dir.join("atelier.db").display()), str::to_string);
+    store::Store::connect(&url, 2).await.unwrap().with_master_key(std::sync::Arc::new(master))
 }
 
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
