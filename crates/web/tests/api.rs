@@ -220,8 +220,8 @@ async fn c10_downloaded_output_is_exactly_what_the_engine_rendered() {
     let resp = client.get(&url).await;
     assert_eq!(resp.headers["content-type"], "image/png");
     let served = decode(&resp.body);
-    let request = GenerateRequest { prompt: "lighthouse at dusk".into(), width: 512, height: 512, style: "sunset".into(), seed: 42, n: 1 };
-    let rendered = ProceduralEngine.generate(&request, std::sync::Arc::new(|_| {})).await.unwrap();
+    let request = GenerateRequest { prompt: "lighthouse at dusk".into(), width: 512, height: 512, style: "sunset".into(), seed: 42, n: 1, ..Default::default() };
+    let rendered = ProceduralEngine.generate(&request, engines::Observer::silent()).await.unwrap();
     assert_eq!(served.dimensions(), (512, 512));
     assert!(served == rendered[0].image, "stored pixels differ from the engine's: something was added");
 }

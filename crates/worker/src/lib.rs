@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use blobs::BlobStore;
 use domain::ids::{new_id, to_hex};
-use domain::params::GenerateParams;
+use domain::params::{EditParams, GenerateParams, Output, RestyleParams, UpscaleParams, VariationParams};
+use domain::task::TaskKind;
 use domain::{Error, ErrorCode, Result};
-use engines::{Engine, GenerateRequest};
+use engines::{EditRequest, Engine, EngineImage, GenerateRequest, Observer, VariationRequest};
+use imaging::{DecodeLimits, RgbaImage};
 use sha2::{Digest, Sha256};
 use store::{NewAsset, Store, Task};
 use tokio::sync::{watch, Notify};
@@ -33,7 +35,10 @@ pub struct WorkerConfig {
     pub poll_ms: u64,
     /// Unsaved outputs expire after this long (C39).
     pub unsaved_retention_ms: i64,
+    /// Long side of the WebP gallery thumbnails.
     pub thumbnail_side: u32,
+    /// Limits for decoding stored source images (uploads, earlier outputs).
+    pub decode_limits: DecodeLimits,
 }
 
 impl Default for WorkerConfig {
@@ -45,6 +50,7 @@ impl Default for WorkerConfig {
             poll_ms: 1_000,
             unsaved_retention_ms: 30 * 86_400_000,
             thumbnail_side: 384,
+            decode_limits: DecodeLimits::default(),
         }
     }
 }
@@ -120,19 +126,9 @@ impl Worker {
         Ok(true)
     }
 
-    /// Generates and stores the outputs. `Ok(None)` when the task was
-    /// canceled or its lease lost while working.
+    /// Runs the task's kind and stores the outputs. `Ok(None)` when the task
+    /// was canceled or its lease lost while working.
     async fn execute(&self, task: &Task) -> Result<Option<Vec<NewAsset>>> {
-        let params: GenerateParams =
-            serde_json::from_str(&task.params).map_err(|e| Error::new(ErrorCode::InvalidInput, format!("bad task parameters: {e}")))?;
-        let request = GenerateRequest {
-            prompt: task.prompt.clone(),
-            width: params.size.width,
-            height: params.size.height,
-            style: params.style.clone(),
-            seed: params.seed,
-            n: params.n,
-        };
         let progress = Arc::new(AtomicU8::new(0));
         let report = progress.clone();
         let lost = Arc::new(Notify::new());
@@ -155,9 +151,10 @@ impl Worker {
                 }
             })
         };
+        let observer = Observer::new(Arc::new(move |p| report.store(p.min(99), Ordering::Relaxed)));
         let work = async {
-            let images = self.engine.generate(&request, Arc::new(move |p| report.store(p.min(99), Ordering::Relaxed))).await?;
-            self.store_outputs(task, &images).await
+            let (images, output) = self.produce(task, observer).await?;
+            self.store_outputs(task, &images, &output).await
         };
         let result = tokio::select! {
             r = work => r.map(Some),
@@ -167,16 +164,97 @@ impl Worker {
         result
     }
 
-    async fn store_outputs(&self, task: &Task, images: &[engines::EngineImage]) -> Result<Vec<NewAsset>> {
+    /// The pixels a task asks for, and how to encode them.
+    async fn produce(&self, task: &Task, observer: Observer) -> Result<(Vec<EngineImage>, Output)> {
+        fn params<T: serde::de::DeserializeOwned>(task: &Task) -> Result<T> {
+            serde_json::from_str(&task.params).map_err(|e| Error::new(ErrorCode::InvalidInput, format!("bad task parameters: {e}")))
+        }
+        match TaskKind::parse(&task.kind)? {
+            TaskKind::Generate => {
+                let p: GenerateParams = params(task)?;
+                let request = GenerateRequest {
+                    prompt: task.prompt.clone(),
+                    width: p.size.width,
+                    height: p.size.height,
+                    style: p.style.clone(),
+                    seed: p.seed,
+                    n: p.n,
+                    background: p.output.background,
+                    partial_images: 0,
+                };
+                Ok((self.engine.generate(&request, observer).await?, p.output))
+            }
+            TaskKind::Edit => {
+                let p: EditParams = params(task)?;
+                let mut images = Vec::with_capacity(p.sources.len());
+                for id in &p.sources {
+                    images.push(self.load_image(task, id).await?);
+                }
+                let mask = match &p.mask {
+                    Some(id) => Some(self.load_image(task, id).await?),
+                    None => None,
+                };
+                let first = images.first().ok_or_else(|| Error::invalid("an edit needs an image"))?;
+                let (width, height) = p.size.map(|s| (s.width, s.height)).unwrap_or(first.dimensions());
+                let request = EditRequest {
+                    prompt: task.prompt.clone(),
+                    images,
+                    mask,
+                    width,
+                    height,
+                    style: p.style.clone(),
+                    seed: p.seed,
+                    n: p.n,
+                    background: p.output.background,
+                    partial_images: 0,
+                };
+                Ok((self.engine.edit(&request, observer).await?, p.output))
+            }
+            TaskKind::Variation => {
+                let p: VariationParams = params(task)?;
+                let image = self.load_image(task, &p.source).await?;
+                let (width, height) = p.size.map(|s| (s.width, s.height)).unwrap_or(image.dimensions());
+                let request = VariationRequest { image, width, height, seed: p.seed, n: p.n, partial_images: 0 };
+                Ok((self.engine.variation(&request, observer).await?, p.output))
+            }
+            TaskKind::Upscale => {
+                let p: UpscaleParams = params(task)?;
+                let image = self.load_image(task, &p.source).await?;
+                let (w, h) = domain::params::upscale_size(image.dimensions(), p.factor)?;
+                let image = blocking(move || imaging::upscale(&image, w, h)).await?;
+                observer.progress(100);
+                Ok((vec![EngineImage { image }], p.output))
+            }
+            TaskKind::Restyle => {
+                let p: RestyleParams = params(task)?;
+                let image = self.load_image(task, &p.source).await?;
+                let (style, seed) = (p.style.clone(), task_seed(&task.id));
+                let image = blocking(move || imaging::styles::apply(&style, &image, seed)).await?;
+                observer.progress(100);
+                Ok((vec![EngineImage { image }], p.output))
+            }
+        }
+    }
+
+    /// A source image of the task's owner (an upload or an earlier output),
+    /// decoded with the configured limits.
+    async fn load_image(&self, task: &Task, asset_id: &str) -> Result<RgbaImage> {
+        let asset = self.store.get_asset(&task.owner_id, asset_id).await?;
+        let bytes = self.blobs.get(&asset.storage_key).await?.ok_or_else(|| Error::new(ErrorCode::NotFound, "the source image is gone"))?;
+        let limits = self.config.decode_limits;
+        blocking(move || imaging::decode(&bytes, &limits).map(|d| d.image)).await
+    }
+
+    async fn store_outputs(&self, task: &Task, images: &[EngineImage], output: &Output) -> Result<Vec<NewAsset>> {
         let mut assets = Vec::with_capacity(images.len() * 2);
         let expires_at = store::now_ms() + self.config.unsaved_retention_ms;
         for image in images {
-            let full = imaging::encode_png(&image.image)?;
-            let thumb = imaging::thumbnail_png(&image.image, self.config.thumbnail_side)?;
+            let (img, output, side) = (image.image.clone(), *output, self.config.thumbnail_side);
+            let (full, thumb) = blocking(move || Ok((imaging::encode(&img, &output)?, imaging::thumbnail(&img, side)?))).await?;
             let output_id = new_id();
             for (encoded, kind, id, parent) in [(full, "output", output_id.clone(), None), (thumb, "thumbnail", new_id(), Some(output_id.clone()))] {
                 let asset = NewAsset {
-                    storage_key: format!("{}/{}.png", task.owner_id, id),
+                    storage_key: format!("{}/{}.{}", task.owner_id, id, encoded.format().extension()),
                     id,
                     owner_id: task.owner_id.clone(),
                     task_id: Some(task.id.clone()),
@@ -207,4 +285,14 @@ impl Worker {
             }
         }
     }
+}
+
+/// Runs CPU-heavy pixel work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::internal(format!("image work failed: {e}")))?
+}
+
+/// A stable seed for a task's textures (restyle paper and grain).
+fn task_seed(task_id: &str) -> u64 {
+    u64::from_le_bytes(Sha256::digest(task_id.as_bytes())[..8].try_into().expect("8 bytes"))
 }
