@@ -17,6 +17,7 @@ pub struct Config {
     pub engine: EngineConfig,
     pub accounts: AccountsConfig,
     pub mail: mailer::MailConfig,
+    pub billing: billing::BillingConfig,
     pub log: LogConfig,
 }
 
@@ -84,6 +85,7 @@ impl Default for Config {
             engine: EngineConfig::default(),
             accounts: AccountsConfig::default(),
             mail: mailer::MailConfig::default(),
+            billing: billing::BillingConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -99,6 +99,7 @@ fn init_logging(config: &Config) {
 }
 
 async fn run(config: Config, mode: Mode) -> Result<(), String> {
+    config.billing.validate()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let store = Store::connect(&config.database_url(), config.database.max_connections).await.map_err(|e| e.to_string())?;
     let applied = store.migrate().await.map_err(|e| e.to_string())?;
@@ -140,6 +141,10 @@ async fn run(config: Config, mode: Mode) -> Result<(), String> {
         let mailer = Arc::new(mailer::Mailer::new(&config.mail, config.data_dir.join("mail")).map_err(|e| e.to_string())?);
         let every = Duration::from_secs(u64::from(config.mail.send_interval_seconds.max(1)));
         background.push(tokio::spawn(mailer::run(mailer, store.clone(), stopped.clone(), every)));
+        if config.billing.enabled {
+            let every = Duration::from_secs(u64::from(tasks.sweep_interval_seconds.max(1)));
+            background.push(tokio::spawn(billing::run_sweeper(store.clone(), every, stopped.clone())));
+        }
     }
 
     match mode {
@@ -170,6 +175,8 @@ async fn serve(config: &Config, store: Store, blobs: Arc<dyn blobs::BlobStore>, 
         body_limit_bytes: config.server.body_limit_bytes as usize,
         provider,
         model,
+        billing: config.billing.clone(),
+        ..web::WebConfig::default()
     };
     let app = web::router(web::AppState { store, blobs, hub, config: Arc::new(web_config) });
     let listener = tokio::net::TcpListener::bind(&config.server.bind).await.map_err(|e| format!("cannot listen on {}: {e}", config.server.bind))?;

@@ -921,6 +921,18 @@ impl Store {
         with_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).fetch_all(pool).await.map_err(db_err))
     }
 
+    /// The account and plan of a provider's subscription, if we know it.
+    pub async fn subscription_owner(&self, provider: &str, external_id: &str) -> Result<Option<(String, String)>> {
+        with_pool!(self, pool => {
+            sqlx::query_as("SELECT user_id, plan FROM subscriptions WHERE provider = $1 AND external_id = $2")
+                .bind(provider)
+                .bind(external_id)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_err)
+        })
+    }
+
     /// Accounts owing credits (admins see them).
     pub async fn accounts_in_debt(&self, limit: i64) -> Result<Vec<Balance>> {
         let sql = format!("SELECT {BALANCE_COLUMNS} FROM balances WHERE debt > 0 ORDER BY debt DESC, user_id LIMIT $1");

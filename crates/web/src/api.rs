@@ -102,6 +102,8 @@ pub async fn submit(state: &AppState, user: &User, request: SubmitTask, idempote
     let request_hash = to_hex(&Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()));
     let seed = request.seed.unwrap_or_else(rand::random);
     let params = GenerateParams { size, style, n, seed, output: Default::default() };
+    // The price, held from the balance inside the submit transaction.
+    let cost = crate::billing::price_of(state, user, &size.label(), n).await?;
     let submitted = state
         .store
         .submit_task(NewTask {
@@ -111,7 +113,7 @@ pub async fn submit(state: &AppState, user: &User, request: SubmitTask, idempote
             params: serde_json::to_string(&params).map_err(|e| Error::internal(e.to_string()))?,
             provider: Some(state.config.provider.clone()),
             model: Some(state.config.model.clone()),
-            cost: 0,
+            cost,
             max_attempts: state.config.max_attempts,
             idempotency_key,
             request_hash: Some(request_hash),
@@ -119,6 +121,9 @@ pub async fn submit(state: &AppState, user: &User, request: SubmitTask, idempote
         .await?;
     if let Submitted::Created(task) = &submitted {
         tracing::info!(task = %task.id, "task queued");
+        if task.cost > 0 {
+            crate::billing::after_charge(state, user).await;
+        }
         state.hub.queued(task);
     }
     Ok(submitted)

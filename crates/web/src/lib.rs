@@ -3,12 +3,14 @@
 
 mod api;
 mod auth;
+mod billing;
 mod context;
 mod error;
 pub mod i18n;
 mod pages;
 mod security;
 mod sse;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -35,6 +37,8 @@ pub struct WebConfig {
     /// Engine name and model recorded on tasks.
     pub provider: String,
     pub model: String,
+    /// Credits, prices, packs and plans, payment providers (off by default).
+    pub billing: ::billing::BillingConfig,
 }
 
 impl Default for WebConfig {
@@ -48,6 +52,7 @@ impl Default for WebConfig {
             body_limit_bytes: 1 << 20,
             provider: "procedural".into(),
             model: "atelier-procedural-v0".into(),
+            billing: ::billing::BillingConfig::default(),
         }
     }
 }
@@ -82,6 +87,18 @@ pub fn router(state: AppState) -> Router {
         .route("/images/{id}/delete", post(pages::delete_image_form))
         .route("/account", get(pages::account_page).post(pages::update_account))
         .route("/static/{file}", get(pages::static_file))
+        .route("/billing", get(billing::billing_page))
+        .route("/billing/checkout", post(billing::checkout_form))
+        .route("/billing/portal", post(billing::portal_form))
+        .route("/admin/credits", get(billing::admin_page).post(billing::admin_adjust_form))
+        .route("/api/v1/billing", get(billing::api_billing))
+        .route("/api/v1/billing/ledger", get(billing::api_ledger))
+        .route("/api/v1/billing/payments", get(billing::api_payments))
+        .route("/api/v1/billing/checkout", post(billing::api_checkout))
+        .route("/api/v1/admin/credits", get(billing::api_admin_debts))
+        .route("/api/v1/admin/credits/{account}", post(billing::api_admin_adjust))
+        .route("/webhooks/stripe", post(webhooks::stripe_webhook))
+        .route("/webhooks/creem", post(webhooks::creem_webhook))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

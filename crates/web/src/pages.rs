@@ -41,10 +41,11 @@ fn layout(ctx: &Ctx, title: &str, body: &str) -> String {
     let t = |k: &str| esc(&ctx.lang.t(k));
     let nav = match &ctx.user {
         Some(user) => format!(
-            r#"<a href="/generate">{}</a><a href="/gallery">{}</a><a href="/account" title="{}">{}</a>
+            r#"<a href="/generate">{}</a><a href="/gallery">{}</a><a href="/billing">{}</a><a href="/account" title="{}">{}</a>
 <form method="post" action="/signout" class="inline"><input type="hidden" name="_csrf" value="{}"><button class="link">{}</button></form>"#,
             t("nav.generate"),
             t("nav.gallery"),
+            t("nav.billing"),
             esc(&user.email),
             t("nav.account"),
             esc(&ctx.csrf),
@@ -321,7 +322,7 @@ fn generate_body(ctx: &Ctx, state: &AppState, form: &GenerateForm, error: Option
 <label>{size_l}<select name="size">{size_o}</select></label>
 <label>{style_l}<select name="style">{style_o}</select></label>
 </div>
-<button>{submit}</button>
+{price}<button>{submit}</button>
 </form>
 <div id="live" class="live" hidden aria-live="polite"{labels}><p class="status"></p><progress max="100" value="0"></progress><div class="grid results"></div></div>
 </section>"#,
@@ -337,6 +338,7 @@ fn generate_body(ctx: &Ctx, state: &AppState, form: &GenerateForm, error: Option
         style_o = options(ctx.lang, &styles, form.style.as_deref().unwrap_or("none"), Some("style")),
         submit = t("generate.submit"),
         labels = status_labels(ctx.lang),
+        price = crate::billing::price_note(ctx, state),
     )
 }
 
