@@ -19,7 +19,7 @@ async fn c27_prompts_and_images_are_ciphertext_at_rest() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let server = Server::start(&data, &[]).await;
-    let mut browser = Browser::new(&server.url);
+    let mut browser = Browser::new(&server);
     browser.sign_up("ines@example.org", "ines's long passphrase").await;
     let prompt = "violet lanterns over a secret garden";
     let (_, asset) = generate(&mut browser, prompt).await;
@@ -53,10 +53,10 @@ async fn restore_after_purge_keeps_the_account_deleted(database_url: Option<&str
     let data = root.path().join("data");
     let backup = root.path().join("backup");
     let server = Server::start(&data, &env).await;
-    let mut gone = Browser::new(&server.url);
+    let mut gone = Browser::new(&server);
     gone.sign_up("gone@example.org", "gone's long passphrase").await;
     let (gone_id, _) = generate(&mut gone, "a house that will be forgotten").await;
-    let mut kept = Browser::new(&server.url);
+    let mut kept = Browser::new(&server);
     kept.sign_up("kept@example.org", "kept's long passphrase").await;
     let (_, kept_asset) = generate(&mut kept, "a house that stays").await;
 
@@ -90,13 +90,13 @@ async fn restore_after_purge_keeps_the_account_deleted(database_url: Option<&str
     store.close().await;
 
     let server = Server::start(&data, &env).await;
-    let mut kept = Browser::new(&server.url);
+    let mut kept = Browser::new(&server);
     kept.get("/signin").await;
     let resp = kept.post_form("/signin", &[("email", "kept@example.org"), ("password", "kept's long passphrase")]).await;
     assert_eq!(resp.status(), 303);
     let image = kept.get(&format!("/api/v1/assets/{kept_asset}")).await.bytes().await.unwrap();
     assert_eq!(png_size(&image), (256, 256), "other accounts are intact and readable");
-    let mut gone = Browser::new(&server.url);
+    let mut gone = Browser::new(&server);
     gone.get("/signin").await;
     let resp = gone.post_form("/signin", &[("email", "gone@example.org"), ("password", "gone's long passphrase")]).await;
     assert_eq!(resp.status(), 401);
@@ -122,7 +122,7 @@ async fn master_key_rotation_rewraps_every_key_and_the_old_key_can_go() {
     let server = Server::start(&data, &[]).await;
     let mut images = Vec::new();
     for who in ["ana", "ben"] {
-        let mut browser = Browser::new(&server.url);
+        let mut browser = Browser::new(&server);
         browser.sign_up(&format!("{who}@example.org"), &format!("{who}'s long passphrase")).await;
         images.push((who, generate(&mut browser, &format!("{who}'s garden")).await.1));
     }
@@ -146,7 +146,7 @@ async fn master_key_rotation_rewraps_every_key_and_the_old_key_can_go() {
 
     let server = Server::start(&data, &[]).await;
     for (who, asset) in images {
-        let mut browser = Browser::new(&server.url);
+        let mut browser = Browser::new(&server);
         browser.get("/signin").await;
         let resp = browser.post_form("/signin", &[("email", &format!("{who}@example.org")), ("password", &format!("{who}'s long passphrase"))]).await;
         assert_eq!(resp.status(), 303);
@@ -161,9 +161,9 @@ async fn c34_security_and_admin_actions_land_in_the_audit_trail() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let server = Server::start(&data, &[]).await;
-    let mut admin = Browser::new(&server.url);
+    let mut admin = Browser::new(&server);
     admin.sign_up("root@example.org", "root's long passphrase").await;
-    let mut user = Browser::new(&server.url);
+    let mut user = Browser::new(&server);
     user.sign_up("user@example.org", "user's long passphrase").await;
     let (code, _) = user.json(reqwest::Method::GET, "/api/v1/admin/audit", None).await;
     assert_eq!(code, 404, "non-admins do not see the admin API");

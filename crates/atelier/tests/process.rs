@@ -16,7 +16,7 @@ async fn c02_c30_first_start_journey_keeps_no_password_and_deletes_from_disk() {
     let server = Server::start(&data, &[]).await;
     assert!(data.join("atelier.db").exists(), "first start creates the data dir and database");
     let password = "Opal-Kestrel-Lantern-93";
-    let mut browser = Browser::new(&server.url);
+    let mut browser = Browser::new(&server);
     browser.sign_up("noor@example.org", password).await;
 
     let (code, task) = browser.json(reqwest::Method::POST, "/api/v1/tasks", Some(json!({"prompt": "tea house in the rain", "size": "1536x1024"}))).await;
@@ -81,7 +81,7 @@ async fn c08_task_running_at_sigkill_completes_exactly_once_after_restart() {
         ("ATELIER_TASKS_SWEEP_INTERVAL_SECONDS", "1"),
     ];
     let mut server = Server::start(&data, &slow).await;
-    let mut browser = Browser::new(&server.url);
+    let mut browser = Browser::new(&server);
     browser.sign_up("crash@example.org", "crash test passphrase").await;
     let (code, task) = browser.json(reqwest::Method::POST, "/api/v1/tasks", Some(json!({"prompt": "storm over the harbour", "size": "512x512"}))).await;
     assert_eq!(code, 202);

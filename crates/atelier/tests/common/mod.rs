@@ -16,6 +16,8 @@ pub struct Server {
     pub child: Child,
     pub url: String,
     pub log: PathBuf,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
 }
 
 impl Server {
@@ -49,7 +51,8 @@ impl Server {
         })
         .await
         .expect("the URL is printed at start");
-        Server { child, url, log }
+        let database_url = env.iter().find(|(k, _)| *k == "ATELIER_DATABASE_URL").map(|(_, v)| v.to_string());
+        Server { child, url, log, data_dir: data_dir.to_path_buf(), database_url }
     }
 
     pub fn logs(&self) -> String {
@@ -66,12 +69,42 @@ pub struct Browser {
     pub http: reqwest::Client,
     pub base: String,
     pub cookies: BTreeMap<String, String>,
+    /// Where the server keeps its outbox, to follow links mailed to users.
+    data_dir: PathBuf,
+    database_url: Option<String>,
 }
 
 impl Browser {
-    pub fn new(base: &str) -> Browser {
+    pub fn new(server: &Server) -> Browser {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Browser { http, base: base.to_string(), cookies: BTreeMap::new() }
+        Browser {
+            http,
+            base: server.url.clone(),
+            cookies: BTreeMap::new(),
+            data_dir: server.data_dir.clone(),
+            database_url: server.database_url.clone(),
+        }
+    }
+
+    /// Follows the newest `kind` link mailed to `email` (read from the
+    /// server's outbox) and returns the link's token.
+    pub async fn mailed_token(&self, email: &str, kind: &str, path: &str) -> String {
+        let store = open_store(&self.data_dir, self.database_url.as_deref(), &self.data_dir.join("master.key")).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let token = loop {
+            if let Some(user) = store.user_by_email(email).await.unwrap() {
+                let mails = store.mail_of_user(&user.id).await.unwrap();
+                if let Some(mail) = mails.iter().find(|m| m.kind == kind) {
+                    let at = mail.body_text.find(&format!("{path}?token=")).unwrap_or_else(|| panic!("no {path} link in {}", mail.body_text));
+                    let link = mail.body_text[at..].split_whitespace().next().unwrap();
+                    break link.split("token=").nth(1).unwrap().split('&').next().unwrap().to_string();
+                }
+            }
+            assert!(Instant::now() < deadline, "no {kind} mail to {email}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        store.close().await;
+        token
     }
 
     pub async fn send(&mut self, request: reqwest::RequestBuilder) -> reqwest::Response {
@@ -108,9 +141,16 @@ impl Browser {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Signs up, confirms the address through the mailed link, and ends
+    /// signed in, as a new user would.
     pub async fn sign_up(&mut self, email: &str, password: &str) {
         self.get("/signup").await;
         let resp = self.post_form("/signup", &[("name", "Noor"), ("email", email), ("password", password), ("birth_date", "1988-03-09")]).await;
+        assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
+        let token = self.mailed_token(email, "verify_email", "/verify-email").await;
+        let page = self.get(&format!("/verify-email?token={token}")).await;
+        assert_eq!(page.status(), 200);
+        let resp = self.post_form("/verify-email", &[("token", &token)]).await;
         assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
         assert!(self.cookies.contains_key("atelier_session"));
     }
