@@ -61,7 +61,9 @@ fn main() -> ExitCode {
         None => (Mode::Serve { with_worker: true }, None),
     };
     let flags = Flags { data_dir: cli.data_dir, bind, database_url: cli.database_url, json_logs: cli.json_logs };
-    let config = match Config::load(cli.config.as_deref(), std::env::vars(), &flags) {
+    // The file may also be named by ATELIER_CONFIG (containers, tests).
+    let config_file = cli.config.or_else(|| std::env::var_os("ATELIER_CONFIG").map(PathBuf::from));
+    let config = match Config::load(config_file.as_deref(), std::env::vars(), &flags) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("atelier: {e}");
