@@ -14,7 +14,7 @@ async fn c28_behind_https_cookies_are_secure_and_hsts_is_sent() {
     let resp = client.get("/signin").await;
     assert_eq!(resp.headers["strict-transport-security"], "max-age=31536000; includeSubDomains");
     assert!(resp.set_cookies().iter().all(|c| c.contains("; Secure")), "{:?}", resp.set_cookies());
-    let resp = client.sign_up("tls@example.org", "a long enough passphrase").await;
+    let resp = client.verified_sign_up("tls@example.org", "a long enough passphrase").await;
     assert_eq!(resp.status, StatusCode::SEE_OTHER);
     let session = resp.set_cookies().into_iter().find(|c| c.starts_with("atelier_session=")).unwrap();
     assert!(session.contains("; Secure") && session.contains("HttpOnly") && session.contains("SameSite=Lax"));
