@@ -3,6 +3,7 @@
 //! statements that differ (write-transaction start, the queue claim) are
 //! chosen per backend. Every content query filters on `owner_id`.
 
+mod api_keys;
 mod assets;
 mod audit;
 mod ledger;
@@ -21,6 +22,7 @@ use domain::{Error, ErrorCode, Result};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, AuditRecord};
 pub use ledger::{
     contains_card_number, Balance, BillingAction, BillingEvent, CreditLot, EventOutcome, LedgerEntry, NewGrant, NewPayment, Payment, Subscription,

@@ -112,10 +112,16 @@ pub struct ApiUser {
     pub user: User,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ApiUser {
+impl FromRequestParts<AppState> for ApiUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // An API key (`Authorization: Bearer atl_…`) rides on no cookie, so
+        // it needs no CSRF token; a revoked or unknown key is refused at once.
+        if let Some(token) = crate::api_keys::bearer(parts) {
+            let (_, user) = crate::api_keys::authenticate(state, token).await?;
+            return Ok(ApiUser { user });
+        }
         let ctx = Ctx::from_request_parts(parts, state).await?;
         let Some(user) = ctx.user.clone() else {
             return Err(ApiError(Error::new(ErrorCode::Unauthenticated, "sign in first")));

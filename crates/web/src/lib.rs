@@ -2,11 +2,13 @@
 //! sign-in, SSE task progress, ops probes. Nothing below this crate knows HTTP.
 
 mod api;
+mod api_keys;
 mod auth;
 mod billing;
 mod context;
 mod error;
 pub mod i18n;
+mod openai;
 mod pages;
 mod security;
 mod sse;
@@ -99,6 +101,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/credits/{account}", post(billing::api_admin_adjust))
         .route("/webhooks/stripe", post(webhooks::stripe_webhook))
         .route("/webhooks/creem", post(webhooks::creem_webhook))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/images/generations", post(openai::generations))
+        .route("/v1/files/{id}", get(openai::download))
+        .route("/v1/{*rest}", axum::routing::any(openai::not_found))
+        .route("/account/api-keys", get(api_keys::keys_page).post(api_keys::create_form))
+        .route("/account/api-keys/{id}/revoke", post(api_keys::revoke_form))
+        .route("/api/v1/api-keys", get(api_keys::api_list).post(api_keys::api_create))
+        .route("/api/v1/api-keys/{id}", axum::routing::delete(api_keys::api_revoke))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -81,7 +81,7 @@ fn layout(ctx: &Ctx, title: &str, body: &str) -> String {
     )
 }
 
-fn page(ctx: &Ctx, status: StatusCode, title: &str, body: &str) -> Response {
+pub(crate) fn page(ctx: &Ctx, status: StatusCode, title: &str, body: &str) -> Response {
     (status, Html(layout(ctx, title, body))).into_response()
 }
 
@@ -89,7 +89,7 @@ fn error_box(lang: &Lang, error: &Error) -> String {
     format!(r#"<p class="error" role="alert" data-code="{}">{}</p>"#, error.code.as_str(), esc(&lang.t(&error.code.message_key())))
 }
 
-fn status_of(error: &Error) -> StatusCode {
+pub(crate) fn status_of(error: &Error) -> StatusCode {
     StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
@@ -104,7 +104,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FormBody<T> {
     }
 }
 
-fn check_csrf(ctx: &Ctx, sent: &str) -> Result<(), Error> {
+pub(crate) fn check_csrf(ctx: &Ctx, sent: &str) -> Result<(), Error> {
     if tokens_match(sent, &ctx.csrf) {
         Ok(())
     } else {
@@ -112,7 +112,7 @@ fn check_csrf(ctx: &Ctx, sent: &str) -> Result<(), Error> {
     }
 }
 
-fn signed_in(ctx: &Ctx) -> Result<&User, Response> {
+pub(crate) fn signed_in(ctx: &Ctx) -> Result<&User, Response> {
     ctx.user.as_ref().ok_or_else(|| Redirect::to("/signin").into_response())
 }
 
