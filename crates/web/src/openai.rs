@@ -1,0 +1,455 @@
+//! The OpenAI-compatible Images API under `/v1`: `POST /v1/images/generations`,
+//! `GET /v1/models` and expiring signed download links (`GET /v1/files/{id}`).
+//! Authenticated by API keys; errors in OpenAI's shape
+//! `{"error":{"message","type","param","code"}}`. Every call is a task of the
+//! key's owner (history, gallery, billing, `Idempotency-Key`); the request
+//! waits for the worker to finish it.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use domain::ids::to_hex;
+use domain::params::{Background, GenerateParams, ImageSize, Output, OutputFormat, SIZES};
+use domain::task::{TaskStatus, TaskKind};
+use domain::{Error, ErrorCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use store::{NewTask, Submitted, Task, User};
+
+use crate::api_keys::ApiKeyUser;
+use crate::AppState;
+
+/// Longest prompt the Images API takes (characters).
+pub const PROMPT_MAX_CHARS: usize = 32_000;
+pub const MAX_N: i64 = 10;
+/// Lifetime of a `url` response's signed link.
+pub const LINK_TTL_SECS: i64 = 3600;
+/// Model names listed by `/v1/models`; every one (and any other name) routes
+/// to the configured engine.
+pub const MODELS: &[&str] = &["gpt-image-2", "gpt-image-1.5", "gpt-image-1", "gpt-image-1-mini", "dall-e-3", "dall-e-2"];
+const DEFAULT_MODEL: &str = "gpt-image-2";
+const ENGINE_HEADER: &str = "x-atelier-engine";
+
+/// An error as OpenAI's clients expect it, with the offending parameter.
+#[derive(Debug)]
+pub struct OpenAiError {
+    pub error: Error,
+    pub param: Option<&'static str>,
+}
+
+impl From<Error> for OpenAiError {
+    fn from(error: Error) -> Self {
+        OpenAiError { error, param: None }
+    }
+}
+
+fn bad(param: &'static str, message: impl Into<String>) -> OpenAiError {
+    OpenAiError { error: Error::invalid(message), param: Some(param) }
+}
+
+/// The one mapping from our stable codes to OpenAI's error `type` (the
+/// status comes from [`ErrorCode::http_status`], the `code` is ours).
+pub fn error_type(code: ErrorCode) -> &'static str {
+    match code.http_status() {
+        401 => "authentication_error",
+        402 => "insufficient_quota",
+        403 => "permission_error",
+        404 => "not_found_error",
+        409 => "conflict_error",
+        429 => "rate_limit_error",
+        500..=599 => "server_error",
+        _ => "invalid_request_error",
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let code = self.error.code;
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = if code == ErrorCode::Internal { "internal error".to_string() } else { self.error.message };
+        let api_code = match code {
+            ErrorCode::Unauthenticated => "invalid_api_key",
+            other => other.as_str(),
+        };
+        let body = json!({ "error": { "message": message, "type": error_type(code), "param": self.param, "code": api_code } });
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = self.error.retry_after_secs {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+type OaResult<T> = Result<T, OpenAiError>;
+
+/// Unknown `/v1` paths, answered in the same shape.
+pub async fn not_found() -> OpenAiError {
+    OpenAiError { error: Error::new(ErrorCode::NotFound, "Unknown request URL."), param: None }
+}
+
+fn engine_header(state: &AppState) -> HeaderValue {
+    HeaderValue::from_str(&state.config.provider).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+pub async fn list_models(State(state): State<AppState>, key: ApiKeyUser) -> OaResult<Response> {
+    let _ = key;
+    let engine = state.config.provider.clone();
+    let data: Vec<_> = MODELS
+        .iter()
+        .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "atelier", "engine": engine }))
+        .collect();
+    let mut response = Json(json!({ "object": "list", "data": data, "routing": { "*": engine } })).into_response();
+    response.headers_mut().insert(ENGINE_HEADER, engine_header(&state));
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct GenerationRequest {
+    pub prompt: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub n: Option<i64>,
+    #[serde(default)]
+    pub size: Option<String>,
+    #[serde(default)]
+    pub quality: Option<String>,
+    #[serde(default)]
+    pub background: Option<String>,
+    #[serde(default)]
+    pub output_format: Option<String>,
+    #[serde(default)]
+    pub output_compression: Option<i64>,
+    #[serde(default)]
+    pub moderation: Option<String>,
+    #[serde(default)]
+    pub response_format: Option<String>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub partial_images: Option<i64>,
+    #[serde(default)]
+    pub input_fidelity: Option<String>,
+    #[serde(default)]
+    pub style: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// `size` as the Images API documents it: `auto`, the fixed sizes, and for
+/// gpt-image-2 any `WxH` with both sides multiples of 16, aspect ratio
+/// between 1:3 and 3:1, at most 3840x2160.
+pub fn parse_size(size: &str, model: &str) -> OaResult<ImageSize> {
+    if size == "auto" {
+        return Ok(ImageSize { width: 1024, height: 1024 });
+    }
+    let Some((w, h)) = size.split_once('x').and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?))) else {
+        return Err(bad("size", format!("Invalid size '{size}': expected auto or WIDTHxHEIGHT.")));
+    };
+    if SIZES.contains(&(w, h)) {
+        return Ok(ImageSize { width: w, height: h });
+    }
+    if model != "gpt-image-2" {
+        return Err(bad("size", format!("Invalid size '{size}' for {model}: supported are auto, 1024x1024, 1536x1024, 1024x1536.")));
+    }
+    let (long, short) = (w.max(h), w.min(h));
+    if w == 0 || h == 0 || w % 16 != 0 || h % 16 != 0 {
+        return Err(bad("size", format!("Invalid size '{size}': both sides must be positive multiples of 16.")));
+    }
+    if long > 3 * short {
+        return Err(bad("size", format!("Invalid size '{size}': the aspect ratio must be between 1:3 and 3:1.")));
+    }
+    if long > 3840 || short > 2160 {
+        return Err(bad("size", format!("Invalid size '{size}': at most 3840x2160.")));
+    }
+    Ok(ImageSize { width: w, height: h })
+}
+
+/// What a validated request asks for.
+struct Plan {
+    model: String,
+    prompt: String,
+    n: u32,
+    size: ImageSize,
+    quality: String,
+    output: Output,
+    url: bool,
+    stream: bool,
+}
+
+fn one_of(param: &'static str, value: Option<&str>, allowed: &[&str], default: &str) -> OaResult<String> {
+    let v = value.unwrap_or(default);
+    if allowed.contains(&v) {
+        Ok(v.to_string())
+    } else {
+        Err(bad(param, format!("Invalid value for '{param}': '{v}'. Supported values are: {}.", allowed.join(", "))))
+    }
+}
+
+fn plan(req: &GenerationRequest) -> OaResult<Plan> {
+    let model = req.model.clone().unwrap_or_else(|| DEFAULT_MODEL.to_string());
+    if model.is_empty() || model.len() > 100 {
+        return Err(bad("model", "Invalid model."));
+    }
+    let prompt = req.prompt.trim();
+    if prompt.is_empty() {
+        return Err(bad("prompt", "The prompt must not be empty."));
+    }
+    let chars = prompt.chars().count();
+    if chars > PROMPT_MAX_CHARS {
+        return Err(OpenAiError {
+            error: Error::new(ErrorCode::PromptTooLong, format!("The prompt has {chars} characters; the limit is {PROMPT_MAX_CHARS}.")),
+            param: Some("prompt"),
+        });
+    }
+    let n = req.n.unwrap_or(1);
+    if !(1..=MAX_N).contains(&n) {
+        return Err(bad("n", format!("Invalid 'n': {n}. It must be between 1 and {MAX_N}.")));
+    }
+    let size = parse_size(req.size.as_deref().unwrap_or("auto"), &model)?;
+    let quality = one_of("quality", req.quality.as_deref(), &["auto", "low", "medium", "high", "standard", "hd"], "auto")?;
+    let format = one_of("output_format", req.output_format.as_deref(), &["png", "jpeg", "webp"], "png")?;
+    let format = OutputFormat::parse(&format).map_err(|e| OpenAiError { error: e, param: Some("output_format") })?;
+    let background = one_of("background", req.background.as_deref(), &["auto", "transparent", "opaque"], "auto")?;
+    let background = Background::parse(&background).map_err(|e| OpenAiError { error: e, param: Some("background") })?;
+    if let Some(c) = req.output_compression {
+        if !(0..=100).contains(&c) {
+            return Err(bad("output_compression", format!("Invalid 'output_compression': {c}. It must be between 0 and 100.")));
+        }
+        if format == OutputFormat::Png && c != 100 {
+            return Err(bad("output_compression", "output_compression is only supported for the jpeg and webp output formats."));
+        }
+    }
+    if background == Background::Transparent && format == OutputFormat::Jpeg {
+        return Err(bad("background", "A transparent background needs output_format png or webp."));
+    }
+    let output = Output::new(format, req.output_compression.map(|c| c as u32), background).map_err(|e| OpenAiError { error: e, param: Some("background") })?;
+    one_of("moderation", req.moderation.as_deref(), &["auto", "low"], "auto")?;
+    if let Some(f) = &req.input_fidelity {
+        one_of("input_fidelity", Some(f), &["low", "high"], "low")?;
+    }
+    let response_format = one_of("response_format", req.response_format.as_deref(), &["b64_json", "url"], "b64_json")?;
+    let partial = req.partial_images.unwrap_or(0);
+    if !(0..=3).contains(&partial) {
+        return Err(bad("partial_images", "partial_images must be between 0 and 3."));
+    }
+    Ok(Plan {
+        model,
+        prompt: prompt.to_string(),
+        n: n as u32,
+        size,
+        quality,
+        output,
+        url: response_format == "url",
+        stream: req.stream.unwrap_or(false),
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> OaResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = v.to_str().map_err(|_| bad("Idempotency-Key", "Idempotency-Key must be ASCII."))?;
+    if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(bad("Idempotency-Key", "Idempotency-Key must be 1 to 255 visible ASCII characters."));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// Waits until the task is finished (the worker runs it), reading the store
+/// on every hub signal and at least once a second.
+async fn wait_for(state: &AppState, owner_id: &str, task_id: &str) -> Result<Task, Error> {
+    let mut signals = state.hub.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        let task = state.store.get_task(owner_id, task_id).await?;
+        if task.status.is_terminal() {
+            return Ok(task);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::new(ErrorCode::Unavailable, "the image is taking too long; it will appear in your history"));
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                match signals.recv().await {
+                    Ok(s) if s.task_id == task_id => return,
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn finished(task: &Task) -> OaResult<()> {
+    match task.status {
+        TaskStatus::Succeeded => Ok(()),
+        TaskStatus::Canceled => Err(Error::new(ErrorCode::Unavailable, "the task was canceled").into()),
+        _ => {
+            let code = task.error_code.as_deref().and_then(|c| ErrorCode::ALL.iter().copied().find(|k| k.as_str() == c)).unwrap_or(ErrorCode::Unavailable);
+            Err(Error::new(code, task.error_message.clone().unwrap_or_else(|| "the image could not be generated".into())).into())
+        }
+    }
+}
+
+/// The key that signs download links, kept in the database so every node
+/// agrees and links survive restarts.
+async fn link_secret(state: &AppState) -> Result<Vec<u8>, Error> {
+    static SECRET: tokio::sync::OnceCell<Vec<u8>> = tokio::sync::OnceCell::const_new();
+    SECRET
+        .get_or_try_init(|| async {
+            let fresh: [u8; 32] = rand::random();
+            state.store.server_secret("download_link_hmac", fresh.to_vec()).await
+        })
+        .await
+        .cloned()
+}
+
+fn sign(secret: &[u8], asset_id: &str, expires: i64) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    to_hex(ring::hmac::sign(&key, format!("{asset_id}.{expires}").as_bytes()).as_ref())
+}
+
+/// A link to `asset_id` valid for [`LINK_TTL_SECS`]. `base` is where the
+/// caller reached us (the link goes back only to that caller).
+pub async fn signed_url(state: &AppState, base: &str, asset_id: &str) -> Result<String, Error> {
+    let expires = store::now_ms() / 1000 + LINK_TTL_SECS;
+    let sig = sign(&link_secret(state).await?, asset_id, expires);
+    Ok(format!("{}/v1/files/{asset_id}?expires={expires}&sig={sig}", base.trim_end_matches('/')))
+}
+
+/// The origin the API caller used: the request's Host (with the configured
+/// scheme), falling back to the configured public URL.
+fn caller_base(state: &AppState, headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)));
+    match host {
+        Some(host) => format!("{}://{host}", if state.config.https { "https" } else { "http" }),
+        None => state.config.public_url.clone(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LinkQuery {
+    pub expires: Option<i64>,
+    pub sig: Option<String>,
+}
+
+/// `GET /v1/files/{id}?expires=…&sig=…`: downloads without a session while
+/// the signature is valid and unexpired; otherwise 404 or 403.
+pub async fn download(State(state): State<AppState>, Path(id): Path<String>, axum::extract::Query(q): axum::extract::Query<LinkQuery>) -> OaResult<Response> {
+    let (Some(expires), Some(sig)) = (q.expires, q.sig) else {
+        return Err(Error::new(ErrorCode::Forbidden, "this link is not signed").into());
+    };
+    let expected = sign(&link_secret(&state).await?, &id, expires);
+    if !crate::context::tokens_match(&expected, &sig) {
+        return Err(Error::new(ErrorCode::Forbidden, "invalid link signature").into());
+    }
+    if expires < store::now_ms() / 1000 {
+        return Err(Error::new(ErrorCode::Forbidden, "this link has expired").into());
+    }
+    let asset = state.store.asset_for_signed_link(crate::api::checked_id(&id).map_err(|e| e.0)?).await?;
+    let bytes = state.blobs.get(&asset.storage_key).await?.ok_or_else(Error::not_found)?;
+    let mut response = bytes.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(&asset.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    Ok(response)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> OaResult<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        let code = if e.is_data() { ErrorCode::InvalidInput } else { ErrorCode::InvalidJson };
+        OpenAiError { error: Error::new(code, e.to_string()), param: None }
+    })
+}
+
+async fn submit(state: &AppState, user: &User, plan: &Plan, request_hash: String, key: Option<String>) -> OaResult<Submitted> {
+    let params = GenerateParams { size: plan.size, style: "none".into(), n: plan.n, seed: rand::random(), output: plan.output };
+    let cost = crate::billing::price_of(state, user, &plan.size.label(), plan.n).await?;
+    let submitted = state
+        .store
+        .submit_task(NewTask {
+            owner_id: user.id.clone(),
+            kind: TaskKind::Generate.as_str().into(),
+            prompt: plan.prompt.clone(),
+            params: serde_json::to_string(&params).map_err(|e| Error::internal(e.to_string()))?,
+            provider: Some(state.config.provider.clone()),
+            model: Some(plan.model.clone()),
+            cost,
+            max_attempts: state.config.max_attempts,
+            idempotency_key: key,
+            request_hash: Some(request_hash),
+        })
+        .await?;
+    if let Submitted::Created(task) = &submitted {
+        tracing::info!(task = %task.id, model = %plan.model, "images api task queued");
+        if task.cost > 0 {
+            crate::billing::after_charge(state, user).await;
+        }
+        state.hub.queued(task);
+    }
+    Ok(submitted)
+}
+
+/// The response body for a finished task.
+async fn images_response(state: &AppState, base: &str, task: &Task, plan: &Plan) -> OaResult<serde_json::Value> {
+    let outputs = state.store.task_outputs(&task.owner_id, &task.id).await?;
+    let mut data = Vec::with_capacity(outputs.len());
+    for item in &outputs {
+        if plan.url {
+            data.push(json!({ "url": signed_url(state, base, &item.asset.id).await?, "revised_prompt": null }));
+        } else {
+            let bytes = state.blobs.get(&item.asset.storage_key).await?.ok_or_else(Error::not_found)?;
+            data.push(json!({ "b64_json": base64::engine::general_purpose::STANDARD.encode(&bytes) }));
+        }
+    }
+    let background = match plan.output.background {
+        Background::Transparent => "transparent",
+        _ => "opaque",
+    };
+    let quality = if plan.quality == "auto" { "medium" } else { plan.quality.as_str() };
+    let input_tokens = (plan.prompt.chars().count() as i64 / 4).max(1);
+    let output_tokens = i64::from(plan.size.width) * i64::from(plan.size.height) / 1024 * i64::from(plan.n) / 4;
+    Ok(json!({
+        "created": task.created_at / 1000,
+        "data": data,
+        "background": background,
+        "output_format": plan.output.format.as_str(),
+        "quality": quality,
+        "size": plan.size.label(),
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": { "text_tokens": input_tokens, "image_tokens": 0 },
+            "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        },
+    }))
+}
+
+pub async fn generations(State(state): State<AppState>, key: ApiKeyUser, headers: HeaderMap, body: Bytes) -> OaResult<Response> {
+    let request: GenerationRequest = parse_json(&body)?;
+    tracing::debug!(key = %key.key.prefix, "images api generation");
+    let plan = plan(&request)?;
+    if plan.stream {
+        return Err(bad("stream", "Streaming is not available on this server yet."));
+    }
+    let idempotency = idempotency_key(&headers)?;
+    let request_hash = to_hex(&Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()));
+    let submitted = submit(&state, &key.user, &plan, request_hash, idempotency).await?;
+    let task = wait_for(&state, &key.user.id, &submitted.task().id).await?;
+    finished(&task)?;
+    let body = images_response(&state, &caller_base(&state, &headers), &task, &plan).await?;
+    let mut response = Json(body).into_response();
+    let h = response.headers_mut();
+    h.insert(ENGINE_HEADER, engine_header(&state));
+    h.insert("x-atelier-task", HeaderValue::from_str(&task.id).expect("ids are ASCII"));
+    if matches!(submitted, Submitted::Replayed(_)) {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
