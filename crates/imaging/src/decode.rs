@@ -185,6 +185,16 @@ pub fn decode_scaled(bytes: &[u8], limits: &DecodeLimits, target_long: u32) -> R
         .unwrap_or_else(|_| Err(invalid_image("the image could not be decoded")))
 }
 
+/// [`decode_scaled`] without the panic guard, for the fuzz target.
+#[doc(hidden)]
+pub fn decode_scaled_unguarded(bytes: &[u8], limits: &DecodeLimits, target_long: u32) -> Result<Decoded> {
+    let probe = probe(bytes, limits)?;
+    if probe.format != Format::Jpeg || probe.width.max(probe.height) < target_long.saturating_mul(2) {
+        return decode_unguarded(bytes, limits);
+    }
+    decode_jpeg_scaled(bytes, &probe, limits, target_long)
+}
+
 fn decode_jpeg_scaled(bytes: &[u8], probe: &Probe, limits: &DecodeLimits, target_long: u32) -> Result<Decoded> {
     let bad = |e: jpeg_decoder::Error| invalid_image(format!("invalid jpeg: {e}"));
     let mut d = jpeg_decoder::Decoder::new(Cursor::new(bytes));

@@ -23,7 +23,7 @@ pub mod styles;
 mod upload;
 
 pub use decode::{
-    decode, decode_png, decode_png_with, decode_scaled, decode_unguarded, png_dimensions, probe, sniff, DecodeLimits, Decoded,
+    decode, decode_png, decode_png_with, decode_scaled, decode_scaled_unguarded, decode_unguarded, png_dimensions, probe, sniff, DecodeLimits, Decoded,
     Probe, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE,
 };
 pub use domain::params::OutputFormat as Format;

@@ -1,6 +1,7 @@
 //! The HTTP surface: native JSON API, server-rendered pages, sign-up and
 //! sign-in, SSE task progress, ops probes. Nothing below this crate knows HTTP.
 
+mod actions;
 mod api;
 mod api_keys;
 mod auth;
@@ -41,6 +42,10 @@ pub struct WebConfig {
     pub model: String,
     /// Credits, prices, packs and plans, payment providers (off by default).
     pub billing: ::billing::BillingConfig,
+    /// Limits for uploaded images (bytes, sides, pixels), checked before decoding.
+    pub decode_limits: imaging::DecodeLimits,
+    /// Long side of upload thumbnails.
+    pub thumbnail_side: u32,
 }
 
 impl Default for WebConfig {
@@ -55,6 +60,8 @@ impl Default for WebConfig {
             provider: "procedural".into(),
             model: "atelier-procedural-v0".into(),
             billing: ::billing::BillingConfig::default(),
+            decode_limits: imaging::DecodeLimits::default(),
+            thumbnail_side: 384,
         }
     }
 }
@@ -69,6 +76,9 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit_bytes;
+    // Uploads may be as large as the image byte limit (plus multipart framing);
+    // a body over it is refused before it is read in full.
+    let upload_body_limit = usize::try_from(state.config.decode_limits.max_bytes).unwrap_or(usize::MAX).saturating_add(64 << 10);
     Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -87,6 +97,13 @@ pub fn router(state: AppState) -> Router {
         .route("/gallery", get(pages::gallery))
         .route("/images/{id}", get(pages::image_page))
         .route("/images/{id}/delete", post(pages::delete_image_form))
+        .route("/images/{id}/upscale", post(actions::upscale_form))
+        .route("/images/{id}/restyle", post(actions::restyle_form))
+        .route("/api/v1/uploads", post(actions::upload).layer(DefaultBodyLimit::max(upload_body_limit)))
+        .route("/api/v1/images/{id}/upscale", post(actions::api_upscale))
+        .route("/api/v1/images/{id}/restyle", post(actions::api_restyle))
+        .route("/api/v1/images/{id}/variations", post(actions::api_variation))
+        .route("/api/v1/images/{id}/edits", post(actions::api_edit))
         .route("/account", get(pages::account_page).post(pages::update_account))
         .route("/static/{file}", get(pages::static_file))
         .route("/billing", get(billing::billing_page))
