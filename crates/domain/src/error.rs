@@ -27,6 +27,14 @@ pub enum ErrorCode {
     RateLimited,
     Unavailable,
     Internal,
+    TooManyAttempts,
+    InvalidToken,
+    InvalidCode,
+    EmailNotVerified,
+    ExternalSignInFailed,
+    IdentityInUse,
+    LastSignInMethod,
+    ReauthenticationRequired,
     InsufficientCredits,
     AccountInDebt,
     InvalidSignature,
@@ -57,6 +65,14 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::TooManyAttempts,
+        ErrorCode::InvalidToken,
+        ErrorCode::InvalidCode,
+        ErrorCode::EmailNotVerified,
+        ErrorCode::ExternalSignInFailed,
+        ErrorCode::IdentityInUse,
+        ErrorCode::LastSignInMethod,
+        ErrorCode::ReauthenticationRequired,
         ErrorCode::InsufficientCredits,
         ErrorCode::AccountInDebt,
         ErrorCode::InvalidSignature,
@@ -87,6 +103,14 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::TooManyAttempts => "too_many_attempts",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InvalidCode => "invalid_code",
+            ErrorCode::EmailNotVerified => "email_not_verified",
+            ErrorCode::ExternalSignInFailed => "external_sign_in_failed",
+            ErrorCode::IdentityInUse => "identity_in_use",
+            ErrorCode::LastSignInMethod => "last_sign_in_method",
+            ErrorCode::ReauthenticationRequired => "reauthentication_required",
             ErrorCode::InsufficientCredits => "insufficient_credits",
             ErrorCode::AccountInDebt => "account_in_debt",
             ErrorCode::InvalidSignature => "invalid_signature",
@@ -104,18 +128,24 @@ impl ErrorCode {
             | ErrorCode::PasswordTooShort
             | ErrorCode::PasswordTooLong
             | ErrorCode::InvalidEmail
+            | ErrorCode::InvalidToken
+            | ErrorCode::ExternalSignInFailed
             | ErrorCode::InvalidSignature => 400,
-            ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials => 401,
-            ErrorCode::Forbidden | ErrorCode::CsrfFailed | ErrorCode::AccountSuspended => 403,
+            ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials | ErrorCode::InvalidCode | ErrorCode::ReauthenticationRequired => 401,
+            ErrorCode::Forbidden | ErrorCode::CsrfFailed | ErrorCode::AccountSuspended | ErrorCode::EmailNotVerified => 403,
             // Payment Required: buy credits (or settle a refunded purchase).
             ErrorCode::InsufficientCredits | ErrorCode::AccountInDebt => 402,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::EmailTaken | ErrorCode::TaskNotCancelable | ErrorCode::IdempotencyConflict => 409,
+            ErrorCode::EmailTaken
+            | ErrorCode::TaskNotCancelable
+            | ErrorCode::IdempotencyConflict
+            | ErrorCode::IdentityInUse
+            | ErrorCode::LastSignInMethod => 409,
             // An image over the byte, side or pixel limits, whatever its
             // body size: the same status as an over-long body.
             ErrorCode::PayloadTooLarge | ErrorCode::ImageTooLarge => 413,
-            ErrorCode::RateLimited => 429,
+            ErrorCode::RateLimited | ErrorCode::TooManyAttempts => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
         }
@@ -139,11 +169,18 @@ impl fmt::Display for ErrorCode {
 pub struct Error {
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds before trying again makes sense (429s); sent as `Retry-After`.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into() }
+        Error { code, message: message.into(), retry_after_secs: None }
+    }
+    /// The same error, telling the client when to try again.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs.max(1));
+        self
     }
     pub fn not_found() -> Self {
         Error::new(ErrorCode::NotFound, "not found")

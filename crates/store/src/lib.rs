@@ -6,6 +6,7 @@
 mod api_keys;
 mod assets;
 mod audit;
+mod identities;
 mod ledger;
 mod migrate;
 mod models;
@@ -24,6 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, AuditRecord};
+pub use identities::{AuthToken, Identity, NewAuthToken, NewIdentity, TotpRecord, AUTH_FAILURE_RETENTION_MS};
 pub use ledger::{
     contains_card_number, Balance, BillingAction, BillingEvent, CreditLot, EventOutcome, LedgerEntry, NewGrant, NewPayment, Payment, Subscription,
     SubscriptionState,

@@ -14,6 +14,9 @@ pub struct User {
     pub age_confirmed_at: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When the owner proved control of `email`; `None` until then.
+    pub email_verified_at: Option<i64>,
+    pub avatar_asset_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]

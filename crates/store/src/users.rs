@@ -2,7 +2,8 @@ use domain::{ids::new_id, Error, ErrorCode, Result};
 
 use crate::{db_err, is_unique_violation, now_ms, with_pool, with_tx, NewSession, NewUser, Session, Store, User};
 
-const USER_COLUMNS: &str = "id, email, name, password_hash, locale, role, status, age_confirmed_at, created_at, updated_at";
+pub(crate) const USER_COLUMNS: &str =
+    "id, email, name, password_hash, locale, role, status, age_confirmed_at, created_at, updated_at, email_verified_at, avatar_asset_id";
 const SESSION_COLUMNS: &str = "id, user_id, created_at, last_seen_at, expires_at, ip, user_agent";
 
 impl Store {
@@ -93,9 +94,13 @@ impl Store {
         Ok(done > 0)
     }
 
+    /// Drops expired sessions, and with them the other short-lived sign-in
+    /// state: expired single-use tokens and old failed-attempt records.
     pub async fn delete_expired_sessions(&self, now: i64) -> Result<u64> {
-        Ok(with_tx!(self, tx => {
+        let sessions = with_tx!(self, tx => {
             sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now).execute(&mut *tx).await.map_err(db_err)?.rows_affected()
-        }))
+        });
+        self.sweep_auth_records(now).await?;
+        Ok(sessions)
     }
 }
