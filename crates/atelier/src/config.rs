@@ -18,6 +18,7 @@ pub struct Config {
     pub accounts: AccountsConfig,
     pub mail: mailer::MailConfig,
     pub billing: billing::BillingConfig,
+    pub imaging: ImagingConfig,
     pub log: LogConfig,
 }
 
@@ -67,6 +68,30 @@ pub struct AccountsConfig {
     pub session_days: u32,
 }
 
+/// Limits on images people upload, checked from the header before decoding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagingConfig {
+    pub max_upload_bytes: u64,
+    pub max_width: u32,
+    pub max_height: u32,
+    pub max_pixels: u64,
+    pub thumbnail_side: u32,
+}
+
+impl Default for ImagingConfig {
+    fn default() -> Self {
+        let d = imaging::DecodeLimits::default();
+        ImagingConfig { max_upload_bytes: d.max_bytes, max_width: d.max_width, max_height: d.max_height, max_pixels: d.max_pixels, thumbnail_side: 384 }
+    }
+}
+
+impl ImagingConfig {
+    pub fn decode_limits(&self) -> imaging::DecodeLimits {
+        imaging::DecodeLimits { max_bytes: self.max_upload_bytes, max_width: self.max_width, max_height: self.max_height, max_pixels: self.max_pixels }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -86,6 +111,7 @@ impl Default for Config {
             accounts: AccountsConfig::default(),
             mail: mailer::MailConfig::default(),
             billing: billing::BillingConfig::default(),
+            imaging: ImagingConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -130,6 +130,8 @@ async fn run(config: Config, mode: Mode) -> Result<(), String> {
                 heartbeat_ms: u64::from(tasks.heartbeat_seconds) * 1000,
                 concurrency: tasks.concurrency as usize,
                 unsaved_retention_ms: i64::from(tasks.unsaved_retention_days) * 86_400_000,
+                thumbnail_side: config.imaging.thumbnail_side.max(16),
+                decode_limits: config.imaging.decode_limits(),
                 ..WorkerConfig::default()
             },
         ));
@@ -178,6 +180,8 @@ async fn serve(config: &Config, store: Store, blobs: Arc<dyn blobs::BlobStore>, 
         provider,
         model,
         billing: config.billing.clone(),
+        decode_limits: config.imaging.decode_limits(),
+        thumbnail_side: config.imaging.thumbnail_side.max(16),
         ..web::WebConfig::default()
     };
     let app = web::router(web::AppState { store, blobs, hub, config: Arc::new(web_config) });
