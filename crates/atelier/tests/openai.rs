@@ -55,7 +55,11 @@ async fn openai_sdk_generates_with_api_keys() {
     // Idempotency-Key made only one.
     let (_, tasks) = alice.json(reqwest::Method::GET, "/api/v1/tasks?limit=100", None).await;
     let items = tasks["items"].as_array().unwrap();
-    assert_eq!(items.len(), 3, "b64, url and one idempotent task: {tasks}");
+    // b64, url, one idempotent task, two edit inputs, the edit, the variation.
+    assert_eq!(items.len(), 7, "{tasks}");
+    for id in out["tasks"].as_array().unwrap() {
+        assert!(items.iter().any(|t| &t["id"] == id), "{id} is in the history");
+    }
     let idem = out["idempotent_task"].as_str().unwrap();
     assert_eq!(items.iter().filter(|t| t["id"] == idem).count(), 1);
     let b64_task = items.iter().find(|t| t["id"] == out["b64_task"]).unwrap();

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use domain::{Error, ErrorCode};
-use store::User;
+use store::{Session, User};
 
 use crate::auth::{new_token, token_hash};
 use crate::error::ApiError;
@@ -23,6 +23,8 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 #[derive(Clone)]
 pub struct Ctx {
     pub user: Option<User>,
+    /// The signed-in session (for the security page and re-authentication).
+    pub session: Option<Session>,
     pub session_token: Option<String>,
     /// The double-submit token: the cookie's value, echoed in forms and the
     /// `X-CSRF-Token` header.
@@ -72,14 +74,26 @@ pub async fn attach(State(state): State<AppState>, mut request: Request, next: N
         },
         None => None,
     };
-    let user = signed_in.map(|(_, user)| user);
+    let (session, user) = match signed_in {
+        Some((session, user)) => (Some(session), Some(user)),
+        None => (None, None),
+    };
+    // "Last seen" for the sessions list, written at most once a minute.
+    if let Some(s) = &session {
+        let now = store::now_ms();
+        if now - s.last_seen_at > 60_000 {
+            if let Err(e) = state.store.touch_session(&s.id, now).await {
+                tracing::warn!(error = %e, "session last-seen not updated");
+            }
+        }
+    }
     let i18n = I18n::global();
     let lang = match user.as_ref().and_then(|u| u.locale.as_deref()) {
         Some(locale) => i18n.lang(locale),
         None => i18n.negotiate(&accept_language),
     };
     let session_token = session_token.filter(|_| user.is_some());
-    request.extensions_mut().insert(Ctx { user, session_token, csrf: csrf.clone(), lang, ip, user_agent });
+    request.extensions_mut().insert(Ctx { user, session, session_token, csrf: csrf.clone(), lang, ip, user_agent });
 
     let mut response = next.run(request).await;
     let csrf_prefix = format!("{CSRF_COOKIE}=");

@@ -120,6 +120,8 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/creem", post(webhooks::creem_webhook))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/images/generations", post(openai::generations))
+        .route("/v1/images/edits", post(openai::edits).layer(DefaultBodyLimit::max(upload_body_limit.saturating_mul(18))))
+        .route("/v1/images/variations", post(openai::variations).layer(DefaultBodyLimit::max(upload_body_limit.saturating_mul(2))))
         .route("/v1/files/{id}", get(openai::download))
         .route("/v1/{*rest}", axum::routing::any(openai::not_found))
         .route("/account/api-keys", get(api_keys::keys_page).post(api_keys::create_form))

@@ -453,3 +453,145 @@ pub async fn generations(State(state): State<AppState>, key: ApiKeyUser, headers
     }
     Ok(response)
 }
+
+/// The fields of an `/v1/images/edits` or `/variations` multipart form.
+#[derive(Default)]
+struct ImageForm {
+    images: Vec<Bytes>,
+    mask: Option<Bytes>,
+    fields: std::collections::BTreeMap<String, String>,
+}
+
+async fn read_form(state: &AppState, request: axum::extract::Request) -> OaResult<ImageForm> {
+    use axum::extract::FromRequest;
+    let too_large = |status: StatusCode| {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::new(ErrorCode::PayloadTooLarge, "request body too large")
+        } else {
+            Error::invalid("could not read the multipart form")
+        }
+    };
+    let mut multipart = axum::extract::Multipart::from_request(request, state).await.map_err(|r| OpenAiError::from(too_large(r.status())))?;
+    let mut form = ImageForm::default();
+    while let Some(field) = multipart.next_field().await.map_err(|e| OpenAiError::from(too_large(e.status())))? {
+        let name = field.name().unwrap_or_default().to_string();
+        let bytes = field.bytes().await.map_err(|e| OpenAiError::from(too_large(e.status())))?;
+        match name.as_str() {
+            "image" | "image[]" => form.images.push(bytes),
+            "mask" => form.mask = Some(bytes),
+            _ => {
+                let text = String::from_utf8(bytes.to_vec()).map_err(|_| bad("form", format!("the field {name} is not text")))?;
+                form.fields.insert(name, text);
+            }
+        }
+    }
+    if form.images.is_empty() {
+        return Err(bad("image", "An image is required."));
+    }
+    if form.images.len() > 16 {
+        return Err(bad("image", "At most 16 images."));
+    }
+    Ok(form)
+}
+
+impl ImageForm {
+    fn int(&self, name: &'static str) -> OaResult<Option<i64>> {
+        self.fields.get(name).map(|v| v.trim().parse::<i64>().map_err(|_| bad(name, format!("'{name}' must be an integer.")))).transpose()
+    }
+
+    /// The form as a generation request, validated by the same rules.
+    fn request(&self, prompt: String) -> OaResult<GenerationRequest> {
+        let text = |k: &str| self.fields.get(k).cloned();
+        Ok(GenerationRequest {
+            prompt,
+            model: text("model"),
+            n: self.int("n")?,
+            size: text("size"),
+            quality: text("quality"),
+            background: text("background"),
+            output_format: text("output_format"),
+            output_compression: self.int("output_compression")?,
+            moderation: None,
+            response_format: text("response_format"),
+            stream: text("stream").map(|s| s == "true"),
+            partial_images: self.int("partial_images")?,
+            input_fidelity: text("input_fidelity"),
+            style: None,
+            user: text("user"),
+        })
+    }
+}
+
+async fn finish(state: &AppState, headers: &HeaderMap, user: &User, submitted: Submitted, mut plan: Plan) -> OaResult<Response> {
+    let task = wait_for(state, &user.id, &submitted.task().id).await?;
+    finished(&task)?;
+    if let Some(first) = state.store.task_outputs(&user.id, &task.id).await?.first() {
+        plan.size = ImageSize { width: first.asset.width as u32, height: first.asset.height as u32 };
+    }
+    let body = images_response(state, &caller_base(state, headers), &task, &plan).await?;
+    let mut response = Json(body).into_response();
+    let h = response.headers_mut();
+    h.insert(ENGINE_HEADER, engine_header(state));
+    h.insert("x-atelier-task", HeaderValue::from_str(&task.id).expect("ids are ASCII"));
+    if matches!(submitted, Submitted::Replayed(_)) {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn explicit_size(size: Option<&str>) -> Option<String> {
+    size.filter(|s| *s != "auto").map(str::to_string)
+}
+
+/// `POST /v1/images/edits`: the first image is edited where the mask (or
+/// its own alpha) is transparent; further images are references.
+pub async fn edits(State(state): State<AppState>, key: ApiKeyUser, headers: HeaderMap, request: axum::extract::Request) -> OaResult<Response> {
+    let form = read_form(&state, request).await?;
+    let prompt = form.fields.get("prompt").cloned().unwrap_or_default();
+    let req = form.request(prompt)?;
+    let plan = plan(&req)?;
+    if plan.stream {
+        return Err(bad("stream", "Streaming is not available on this server yet."));
+    }
+    let idempotency = idempotency_key(&headers)?;
+    let mut ids = Vec::with_capacity(form.images.len());
+    for image in &form.images {
+        ids.push(crate::actions::store_upload(&state, &key.user, image.clone()).await.map_err(|e| OpenAiError { error: e, param: Some("image") })?.id);
+    }
+    let mask = match &form.mask {
+        Some(m) => Some(crate::actions::store_upload(&state, &key.user, m.clone()).await.map_err(|e| OpenAiError { error: e, param: Some("mask") })?.id),
+        None => None,
+    };
+    let body = crate::actions::EditBody {
+        prompt: plan.prompt.clone(),
+        mask,
+        references: ids[1..].to_vec(),
+        size: explicit_size(req.size.as_deref()),
+        style: None,
+        n: Some(plan.n),
+        seed: None,
+        output_format: Some(plan.output.format.as_str().into()),
+        output_compression: req.output_compression.map(|c| c as u32),
+        background: req.background.clone(),
+    };
+    let submitted = crate::actions::submit_edit(&state, &key.user, &ids[0], body, idempotency).await?;
+    finish(&state, &headers, &key.user, submitted, plan).await
+}
+
+/// `POST /v1/images/variations`: variations of one image.
+pub async fn variations(State(state): State<AppState>, key: ApiKeyUser, headers: HeaderMap, request: axum::extract::Request) -> OaResult<Response> {
+    let form = read_form(&state, request).await?;
+    let req = form.request("variation".into())?;
+    let plan = plan(&req)?;
+    let idempotency = idempotency_key(&headers)?;
+    let id = crate::actions::store_upload(&state, &key.user, form.images[0].clone()).await.map_err(|e| OpenAiError { error: e, param: Some("image") })?.id;
+    let body = crate::actions::VariationBody {
+        n: Some(plan.n),
+        seed: None,
+        size: explicit_size(req.size.as_deref()),
+        output_format: Some(plan.output.format.as_str().into()),
+        output_compression: req.output_compression.map(|c| c as u32),
+    };
+    let submitted = crate::actions::submit_variation(&state, &key.user, &id, body, idempotency).await?;
+    finish(&state, &headers, &key.user, submitted, plan).await
+}

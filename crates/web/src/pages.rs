@@ -2,10 +2,9 @@
 //! translation files; scripts are external files (the CSP forbids inline).
 
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
-use domain::account::Date;
 use domain::params::{GenerateParams, SIZES, STYLES};
 use domain::task::TaskStatus;
 use domain::time::format_utc;
@@ -15,8 +14,7 @@ use serde::Deserialize;
 use store::{Task, TaskEvent, User};
 
 use crate::api::{apply_account_update, checked_id, delete_image, submit, AccountUpdate, PageQuery, QueryParams, SubmitTask};
-use crate::auth::{authenticate, new_token, sign_up, start_session, token_hash, SignUp};
-use crate::context::{set_cookie, tokens_match, Ctx, CSRF_COOKIE, SESSION_COOKIE};
+use crate::context::{tokens_match, Ctx};
 use crate::error::{ApiError, ApiResult};
 use crate::i18n::{I18n, Lang};
 use crate::AppState;
@@ -85,7 +83,7 @@ pub(crate) fn page(ctx: &Ctx, status: StatusCode, title: &str, body: &str) -> Re
     (status, Html(layout(ctx, title, body))).into_response()
 }
 
-fn error_box(lang: &Lang, error: &Error) -> String {
+pub(crate) fn error_box(lang: &Lang, error: &Error) -> String {
     format!(r#"<p class="error" role="alert" data-code="{}">{}</p>"#, error.code.as_str(), esc(&lang.t(&error.code.message_key())))
 }
 
@@ -142,160 +140,12 @@ pub async fn home(ctx: Ctx) -> Response {
     page(&ctx, StatusCode::OK, &ctx.lang.t("home.title"), &body)
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct SignUpForm {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub email: String,
-    #[serde(default)]
-    pub password: String,
-    #[serde(default)]
-    pub birth_date: String,
-    #[serde(default)]
-    pub _csrf: String,
-}
-
-fn signup_body(ctx: &Ctx, form: &SignUpForm, error: Option<&Error>) -> String {
-    let t = |k: &str| esc(&ctx.lang.t(k));
-    format!(
-        r#"<section class="card narrow"><h1>{title}</h1>{error}
-<form method="post" action="/signup" class="stack">
-<input type="hidden" name="_csrf" value="{csrf}">
-<label>{name_l}<input name="name" autocomplete="name" required maxlength="100" value="{name}"></label>
-<label>{email_l}<input name="email" type="email" autocomplete="email" required value="{email}"></label>
-<label>{password_l}<input name="password" type="password" autocomplete="new-password" required minlength="8" maxlength="128"><small>{password_h}</small></label>
-<label>{birth_l}<input name="birth_date" type="date" required value="{birth}"><small>{birth_h}</small></label>
-<button>{submit}</button>
-</form><p>{have} <a href="/signin">{signin}</a></p></section>"#,
-        title = t("signup.title"),
-        error = error.map(|e| error_box(ctx.lang, e)).unwrap_or_default(),
-        csrf = esc(&ctx.csrf),
-        name_l = t("signup.name"),
-        name = esc(&form.name),
-        email_l = t("signup.email"),
-        email = esc(&form.email),
-        password_l = t("signup.password"),
-        password_h = t("signup.password_hint"),
-        birth_l = t("signup.birth_date"),
-        birth = esc(&form.birth_date),
-        birth_h = t("signup.birth_date_hint"),
-        submit = t("signup.submit"),
-        have = t("signup.have_account"),
-        signin = t("nav.signin"),
-    )
-}
-
-pub async fn signup_form(ctx: Ctx) -> Response {
-    page(&ctx, StatusCode::OK, &ctx.lang.t("signup.title"), &signup_body(&ctx, &SignUpForm::default(), None))
-}
-
-pub async fn signup(State(state): State<AppState>, ctx: Ctx, FormBody(form): FormBody<SignUpForm>) -> Response {
-    let attempt = async {
-        check_csrf(&ctx, &form._csrf)?;
-        let today = Date::from_epoch_ms(store::now_ms());
-        let user = sign_up(
-            &state,
-            SignUp {
-                name: form.name.clone(),
-                email: form.email.clone(),
-                password: form.password.clone(),
-                birth_date: form.birth_date.clone(),
-                locale: Some(ctx.lang.code.to_string()),
-            },
-            today,
-        )
-        .await?;
-        start_session(&state, &user, ctx.ip, ctx.user_agent.clone()).await
-    };
-    match attempt.await {
-        Ok((token, _)) => session_redirect(&state, &ctx, &token, "/generate"),
-        Err(e) => page(&ctx, status_of(&e), &ctx.lang.t("signup.title"), &signup_body(&ctx, &form, Some(&e))),
-    }
-}
-
-/// Sets the new session cookie (the old session, if any, is ended: the token
-/// is rotated at every sign-in) and a fresh CSRF token, then redirects.
-fn session_redirect(state: &AppState, ctx: &Ctx, token: &str, to: &str) -> Response {
-    let secure = state.config.secure_cookies;
-    if let Some(old) = &ctx.session_token {
-        let (store, old_hash) = (state.store.clone(), token_hash(old));
-        tokio::spawn(async move { store.delete_session_by_token_hash(&old_hash).await });
-    }
-    let mut response = Redirect::to(to).into_response();
-    let h = response.headers_mut();
-    h.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, token, state.config.session_ttl_ms / 1000, true, secure));
-    h.append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &new_token(), 30 * 86_400, true, secure));
-    response
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct SignInForm {
-    #[serde(default)]
-    pub email: String,
-    #[serde(default)]
-    pub password: String,
-    #[serde(default)]
-    pub _csrf: String,
-}
-
-fn signin_body(ctx: &Ctx, email: &str, error: Option<&Error>) -> String {
-    let t = |k: &str| esc(&ctx.lang.t(k));
-    format!(
-        r#"<section class="card narrow"><h1>{title}</h1>{error}
-<form method="post" action="/signin" class="stack">
-<input type="hidden" name="_csrf" value="{csrf}">
-<label>{email_l}<input name="email" type="email" autocomplete="email" required value="{email}"></label>
-<label>{password_l}<input name="password" type="password" autocomplete="current-password" required></label>
-<button>{submit}</button>
-</form><p>{new} <a href="/signup">{signup}</a></p></section>"#,
-        title = t("signin.title"),
-        error = error.map(|e| error_box(ctx.lang, e)).unwrap_or_default(),
-        csrf = esc(&ctx.csrf),
-        email_l = t("signup.email"),
-        email = esc(email),
-        password_l = t("signup.password"),
-        submit = t("signin.submit"),
-        new = t("signin.no_account"),
-        signup = t("nav.signup"),
-    )
-}
-
-pub async fn signin_form(ctx: Ctx) -> Response {
-    page(&ctx, StatusCode::OK, &ctx.lang.t("signin.title"), &signin_body(&ctx, "", None))
-}
-
-pub async fn signin(State(state): State<AppState>, ctx: Ctx, FormBody(form): FormBody<SignInForm>) -> Response {
-    let attempt = async {
-        check_csrf(&ctx, &form._csrf)?;
-        let user = authenticate(&state.store, &form.email, &form.password).await?;
-        start_session(&state, &user, ctx.ip, ctx.user_agent.clone()).await
-    };
-    match attempt.await {
-        Ok((token, _)) => session_redirect(&state, &ctx, &token, "/generate"),
-        Err(e) => {
-            tracing::info!(code = %e.code, "sign-in refused");
-            page(&ctx, status_of(&e), &ctx.lang.t("signin.title"), &signin_body(&ctx, &form.email, Some(&e)))
-        }
-    }
-}
+// Sign-up, sign-in and sign-out pages live in `auth_pages.rs`.
 
 #[derive(Debug, Deserialize)]
 pub struct CsrfOnly {
     #[serde(default)]
     pub _csrf: String,
-}
-
-pub async fn signout(State(state): State<AppState>, ctx: Ctx, FormBody(form): FormBody<CsrfOnly>) -> ApiResult<Response> {
-    check_csrf(&ctx, &form._csrf)?;
-    if let Some(token) = &ctx.session_token {
-        state.store.delete_session_by_token_hash(&token_hash(token)).await?;
-    }
-    let mut response = Redirect::to("/").into_response();
-    let h = response.headers_mut();
-    h.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0, true, state.config.secure_cookies));
-    h.insert("clear-site-data", HeaderValue::from_static("\"cache\", \"storage\""));
-    Ok(response)
 }
 
 fn options(lang: &Lang, values: &[String], selected: &str, label_prefix: Option<&str>) -> String {
@@ -575,10 +425,10 @@ fn account_body(ctx: &Ctx, user: &User, notice: Option<&str>, error: Option<&Err
 <form method="post" action="/account" class="stack">
 <input type="hidden" name="_csrf" value="{csrf}">
 <label>{name_l}<input name="name" required maxlength="100" value="{name}"></label>
-<label>{email_l}<input type="email" value="{email}" readonly></label>
+<label>{email_l}<input type="email" value="{email}" readonly><small><a href="/account/email">{email_change}</a></small></label>
 <label>{lang_l}<select name="locale">{lang_options}</select></label>
 <button>{save}</button>
-</form></section>"#,
+</form>{extras}</section>"#,
         title = t("account.title"),
         notice = notice.map(|n| format!(r#"<p class="notice" role="status">{}</p>"#, esc(n))).unwrap_or_default(),
         error = error.map(|e| error_box(ctx.lang, e)).unwrap_or_default(),
@@ -589,6 +439,8 @@ fn account_body(ctx: &Ctx, user: &User, notice: Option<&str>, error: Option<&Err
         email = esc(&user.email),
         lang_l = t("account.language"),
         save = t("account.save"),
+        email_change = t("profile.email_change"),
+        extras = crate::account_security::profile_extras(ctx, user),
     )
 }
 

@@ -48,11 +48,18 @@ async fn sign_up_errors_are_specific_and_write_nothing() {
         assert!(resp.text().contains(&format!(r#"data-code="{code}""#)), "{code}: {}", resp.text());
     }
     assert!(app.state.store.user_by_email("ann@example.org").await.unwrap().is_none());
-    client.signed_up("ann@example.org").await;
+    let id = client.signed_up("ann@example.org").await;
+    // A taken address is not an error: the answer is the one a new address
+    // gets (no account enumeration), the account stays as it was and its
+    // owner is told by mail instead.
     let mut other = app.client();
     let resp = other.sign_up("Ann Again", "ANN@example.org", "another passphrase").await;
-    assert_eq!(resp.status, StatusCode::CONFLICT);
-    assert!(resp.text().contains(r#"data-code="email_taken""#));
+    assert_eq!((resp.status, resp.location()), (StatusCode::SEE_OTHER, "/signup/sent".to_string()));
+    assert!(!other.cookies.contains_key("atelier_session"));
+    let mail = common::wait_for_mail(&app.state.store, "ann@example.org", "sign_up_existing").await;
+    assert!(mail.body_text.contains("/reset-password?token="), "{}", mail.body_text);
+    let ann = app.state.store.user_by_email("ann@example.org").await.unwrap().unwrap();
+    assert_eq!((ann.id, ann.name), (id, "Test Person".to_string()));
 }
 
 #[tokio::test]
@@ -77,7 +84,7 @@ async fn forms_without_the_csrf_token_are_refused() {
 async fn sessions_are_http_only_rotated_at_sign_in_and_end_at_sign_out() {
     let app = App::new(SQLITE).await;
     let mut client = app.client();
-    let resp = client.sign_up("Sam", "sam@example.org", "sam's long passphrase").await;
+    let resp = client.verified_sign_up("sam@example.org", "sam's long passphrase").await;
     let cookie = resp.set_cookies().into_iter().find(|c| c.starts_with("atelier_session=")).unwrap();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && !cookie.contains("Secure"), "{cookie}");
     let first = client.cookies["atelier_session"].clone();

@@ -52,7 +52,7 @@ impl App {
     }
 
     pub fn client(&self) -> Client {
-        Client { router: self.router.clone(), cookies: BTreeMap::new(), bearer: None }
+        Client { router: self.router.clone(), cookies: BTreeMap::new(), bearer: None, store: self.state.store.clone(), peer: None }
     }
 
     pub fn object_files(&self) -> Vec<std::path::PathBuf> {
@@ -102,6 +102,43 @@ pub struct Client {
     router: Router,
     pub cookies: BTreeMap<String, String>,
     pub bearer: Option<String>,
+    /// To read the mail the app queued (verification and reset links).
+    pub store: store::Store,
+    /// The peer address the app sees, as `ConnectInfo` would give it.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+/// Waits (up to 10 s: some mail is queued after the response) for a queued
+/// message of `kind` to `to`, newest first.
+pub async fn wait_for_mail(store: &store::Store, to: &str, kind: &str) -> store::Mail {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut found: Vec<store::Mail> = store.due_mail(i64::MAX, 10_000).await.unwrap().into_iter().filter(|m| m.to_addr == to && m.kind == kind).collect();
+        if let Some(mail) = found.pop() {
+            return mail;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {kind} mail to {to}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Every queued message to `to` (after giving background work a moment).
+pub async fn mail_to(store: &store::Store, to: &str) -> Vec<store::Mail> {
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    store.due_mail(i64::MAX, 10_000).await.unwrap().into_iter().filter(|m| m.to_addr == to).collect()
+}
+
+/// The path and query of the first link in a mail that starts with `prefix`
+/// (links are absolute, on the configured public URL).
+pub fn link_in(mail: &store::Mail, prefix: &str) -> String {
+    let at = mail.body_text.find(&format!("http://localhost:8080{prefix}")).unwrap_or_else(|| panic!("no {prefix} link in {}", mail.body_text));
+    let url = mail.body_text[at..].split_whitespace().next().unwrap();
+    url.trim_start_matches("http://localhost:8080").to_string()
+}
+
+/// The `token` query parameter of a link path.
+pub fn token_of(path: &str) -> String {
+    path.split("token=").nth(1).unwrap().split('&').next().unwrap().to_string()
 }
 
 pub fn form_encode(fields: &[(&str, &str)]) -> String {
@@ -129,6 +166,9 @@ impl Client {
         }
         for (k, v) in headers {
             request = request.header(*k, *v);
+        }
+        if let Some(peer) = self.peer {
+            request = request.extension(axum::extract::ConnectInfo(peer));
         }
         let response = self.router.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
         let status = response.status();
@@ -178,11 +218,30 @@ impl Client {
         self.post_form("/signup", &[("name", name), ("email", email), ("password", password), ("birth_date", "1990-05-17")]).await
     }
 
-    /// Signs up and returns the account id.
+    /// Signs up, follows the verification link mailed to `email` and
+    /// returns the account id (signed in).
     pub async fn signed_up(&mut self, email: &str) -> String {
-        let resp = self.sign_up("Test Person", email, "a long enough passphrase").await;
+        let resp = self.verified_sign_up(email, "a long enough passphrase").await;
         assert_eq!(resp.status, StatusCode::SEE_OTHER, "{}", resp.text());
         self.api(Method::GET, "/api/v1/account", None, &[]).await.json()["id"].as_str().unwrap().to_string()
+    }
+
+    /// Signs up and confirms the address; returns the confirmation's
+    /// response, the one that sets the session cookie.
+    pub async fn verified_sign_up(&mut self, email: &str, password: &str) -> Resp {
+        let resp = self.sign_up("Test Person", email, password).await;
+        assert_eq!((resp.status, resp.location()), (StatusCode::SEE_OTHER, "/signup/sent".to_string()), "{}", resp.text());
+        self.verify_email(email).await
+    }
+
+    /// Follows the newest verification link mailed to `email`: the link's
+    /// page, then its confirmation button.
+    pub async fn verify_email(&mut self, email: &str) -> Resp {
+        let mail = wait_for_mail(&self.store, &email.to_lowercase(), "verify_email").await;
+        let link = link_in(&mail, "/verify-email?token=");
+        let page = self.get(&link).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        self.post_form("/verify-email", &[("token", &token_of(&link))]).await
     }
 
     /// Queues a task and returns its JSON.
