@@ -90,6 +90,13 @@ async fn openai_sdk_generates_with_api_keys() {
     assert_eq!(body["error"]["type"], "authentication_error");
     assert_eq!(get(&key).await.unwrap().status(), 401);
 
+    // The OpenAPI document describes the surface, without a session.
+    let spec: Value = http.get(format!("{}/openapi.json", server.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+    for path in ["/v1/images/generations", "/v1/images/edits", "/v1/images/variations", "/v1/models", "/api/v1/api-keys"] {
+        assert!(spec["paths"][path].is_object(), "{path} is documented");
+    }
+
     // Both key events are in the audit trail.
     let store = common::open_store(&server.data_dir, None, &server.data_dir.join("master.key")).await;
     let user = store.user_by_email("alice@example.com").await.unwrap().unwrap();

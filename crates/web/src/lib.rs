@@ -118,6 +118,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/credits/{account}", post(billing::api_admin_adjust))
         .route("/webhooks/stripe", post(webhooks::stripe_webhook))
         .route("/webhooks/creem", post(webhooks::creem_webhook))
+        .route("/openapi.json", get(openai::openapi))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/images/generations", post(openai::generations))
         .route("/v1/images/edits", post(openai::edits).layer(DefaultBodyLimit::max(upload_body_limit.saturating_mul(18))))

@@ -595,3 +595,96 @@ pub async fn variations(State(state): State<AppState>, key: ApiKeyUser, headers:
     let submitted = crate::actions::submit_variation(&state, &key.user, &id, body, idempotency).await?;
     finish(&state, &headers, &key.user, submitted, plan).await
 }
+
+/// `GET /openapi.json`: the OpenAI-compatible surface and API keys,
+/// written by hand (no generator, no CDN assets).
+pub async fn openapi() -> Json<serde_json::Value> {
+    let error = json!({ "$ref": "#/components/schemas/Error" });
+    let images = json!({ "$ref": "#/components/schemas/ImagesResponse" });
+    let errors = |extra: &[(&str, &str)]| {
+        let mut m = serde_json::Map::new();
+        m.insert("200".into(), json!({ "description": "The finished images", "content": { "application/json": { "schema": images } } }));
+        for (code, what) in [("400", "Invalid parameter (see error.param)"), ("401", "Missing, unknown or revoked API key"), ("402", "Not enough credits")]
+            .iter()
+            .chain(extra.iter())
+        {
+            m.insert((*code).into(), json!({ "description": what, "content": { "application/json": { "schema": error } } }));
+        }
+        serde_json::Value::Object(m)
+    };
+    let image_fields = json!({
+        "model": { "type": "string", "default": DEFAULT_MODEL },
+        "prompt": { "type": "string", "maxLength": PROMPT_MAX_CHARS },
+        "n": { "type": "integer", "minimum": 1, "maximum": MAX_N, "default": 1 },
+        "size": { "type": "string", "description": "auto, 1024x1024, 1536x1024, 1024x1536; for gpt-image-2 any WxH with sides multiples of 16, aspect 1:3 to 3:1, at most 3840x2160" },
+        "quality": { "type": "string", "enum": ["auto", "low", "medium", "high", "standard", "hd"] },
+        "background": { "type": "string", "enum": ["auto", "transparent", "opaque"], "description": "transparent needs png or webp" },
+        "output_format": { "type": "string", "enum": ["png", "jpeg", "webp"] },
+        "output_compression": { "type": "integer", "minimum": 0, "maximum": 100, "description": "jpeg and webp only" },
+        "moderation": { "type": "string", "enum": ["auto", "low"] },
+        "response_format": { "type": "string", "enum": ["b64_json", "url"], "description": "url: an expiring signed link" },
+        "input_fidelity": { "type": "string", "enum": ["low", "high"] },
+        "user": { "type": "string" }
+    });
+    let idempotency = json!({ "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "maxLength": 255 },
+        "description": "A repeat with the same key returns the first result and creates no second task" });
+    let mut multipart_fields = image_fields.clone();
+    multipart_fields["image"] = json!({ "type": "string", "format": "binary" });
+    multipart_fields["image[]"] = json!({ "type": "array", "maxItems": 16, "items": { "type": "string", "format": "binary" } });
+    multipart_fields["mask"] = json!({ "type": "string", "format": "binary", "description": "PNG; alpha 0 marks the area to edit" });
+    Json(json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Atelier API", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "OpenAI-compatible Images API (bearer API keys) and API key management." },
+        "components": {
+            "securitySchemes": { "apiKey": { "type": "http", "scheme": "bearer", "description": "An Atelier API key, atl_…" } },
+            "schemas": {
+                "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": {
+                    "message": { "type": "string" }, "type": { "type": "string" }, "param": { "type": ["string", "null"] }, "code": { "type": "string" } } } } },
+                "ImagesResponse": { "type": "object", "properties": {
+                    "created": { "type": "integer" },
+                    "data": { "type": "array", "items": { "type": "object", "properties": { "b64_json": { "type": "string" }, "url": { "type": "string" } } } },
+                    "background": { "type": "string" }, "output_format": { "type": "string" }, "quality": { "type": "string" }, "size": { "type": "string" },
+                    "usage": { "type": "object" } } },
+                "ApiKey": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "name": { "type": "string" }, "prefix": { "type": "string" }, "scopes": { "type": "string" },
+                    "created_at": { "type": "integer" }, "last_used_at": { "type": ["integer", "null"] }, "revoked_at": { "type": ["integer", "null"] },
+                    "secret": { "type": "string", "description": "Only in the creation response" } } }
+            }
+        },
+        "security": [{ "apiKey": [] }],
+        "paths": {
+            "/v1/images/generations": { "post": {
+                "summary": "Generate images (a task; answered when it is done)",
+                "parameters": [idempotency],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["prompt"], "properties": image_fields } } } },
+                "responses": errors(&[("409", "Idempotency-Key reused with a different body")]) } },
+            "/v1/images/edits": { "post": {
+                "summary": "Edit images",
+                "parameters": [idempotency],
+                "requestBody": { "required": true, "content": { "multipart/form-data": { "schema": { "type": "object", "required": ["prompt"], "properties": multipart_fields } } } },
+                "responses": errors(&[("413", "An image over the size limits")]) } },
+            "/v1/images/variations": { "post": {
+                "summary": "Variations of an image",
+                "parameters": [idempotency],
+                "requestBody": { "required": true, "content": { "multipart/form-data": { "schema": { "type": "object", "required": ["image"], "properties": multipart_fields } } } },
+                "responses": errors(&[("413", "An image over the size limits")]) } },
+            "/v1/models": { "get": { "summary": "The image models this deployment routes",
+                "responses": { "200": { "description": "A list of models" }, "401": { "description": "Bad key", "content": { "application/json": { "schema": error } } } } } },
+            "/v1/files/{id}": { "get": { "summary": "Download through an expiring signed link", "security": [],
+                "parameters": [
+                    { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "expires", "in": "query", "required": true, "schema": { "type": "integer" } },
+                    { "name": "sig", "in": "query", "required": true, "schema": { "type": "string" } } ],
+                "responses": { "200": { "description": "The image bytes" }, "403": { "description": "Bad or expired signature" } } } },
+            "/api/v1/api-keys": {
+                "get": { "summary": "The account's API keys", "responses": { "200": { "description": "{items: ApiKey[]}" } } },
+                "post": { "summary": "Create a key (its secret is shown once)",
+                    "requestBody": { "content": { "application/json": { "schema": { "type": "object", "required": ["name"], "properties": { "name": { "type": "string", "maxLength": 100 } } } } } },
+                    "responses": { "201": { "description": "The key with its secret", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ApiKey" } } } } } } },
+            "/api/v1/api-keys/{id}": { "delete": { "summary": "Revoke a key at once",
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": { "200": { "description": "The revoked key" }, "404": { "description": "Not one of the account's keys" } } } }
+        }
+    }))
+}
