@@ -72,9 +72,9 @@ fn user_lang(user: &User) -> &'static Lang {
 }
 
 /// The purchase receipt (C17), in the buyer's language.
-pub fn receipt_mail(state: &AppState, user: &User, product: &str, credits: i64, amount_minor: i64, currency: &str, expires_at: Option<i64>, reference: &str) -> NewMail {
+pub fn receipt_mail(state: &AppState, user: &User, payment: &store::NewPayment, credits: i64, expires_at: Option<i64>) -> NewMail {
     let lang = user_lang(user);
-    let name = config(state).product(product).map(|p| p.name().to_string()).unwrap_or_else(|| product.to_string());
+    let name = config(state).product(&payment.product).map(|p| p.name().to_string()).unwrap_or_else(|| payment.product.clone());
     let expiry = match expires_at {
         Some(at) => lang.t("billing.expires_on").replace("{date}", &format_utc(at)),
         None => lang.t("billing.never_expires"),
@@ -89,9 +89,9 @@ pub fn receipt_mail(state: &AppState, user: &User, product: &str, credits: i64, 
             .replace("{name}", &user.name)
             .replace("{product}", &name)
             .replace("{credits}", &credits.to_string())
-            .replace("{amount}", &format_money(amount_minor, currency))
+            .replace("{amount}", &format_money(payment.amount_minor, &payment.currency))
             .replace("{expiry}", &expiry)
-            .replace("{reference}", reference)
+            .replace("{reference}", &payment.reference)
             .replace("{url}", &format!("{}/billing", state.config.public_url.trim_end_matches('/'))),
     }
 }

@@ -44,16 +44,7 @@ pub async fn creem_webhook(State(state): State<AppState>, headers: HeaderMap, bo
 async fn apply(state: &AppState, mut event: BillingEvent) -> ApiResult<Json<serde_json::Value>> {
     if let BillingAction::Grant { user_id, credits, expires_at, payment, receipt, .. } = &mut event.action {
         if let Some(user) = state.store.user_by_id(user_id).await? {
-            *receipt = Some(crate::billing::receipt_mail(
-                state,
-                &user,
-                &payment.product,
-                *credits,
-                payment.amount_minor,
-                &payment.currency,
-                *expires_at,
-                &payment.reference,
-            ));
+            *receipt = Some(crate::billing::receipt_mail(state, &user, payment, *credits, *expires_at));
         }
     }
     let (provider, event_id, event_type) = (event.provider.clone(), event.event_id.clone(), event.event_type.clone());
