@@ -224,6 +224,7 @@ async fn billing_body(state: &AppState, ctx: &Ctx, user: &User, before: Option<&
         .map(|e| {
             let detail = match e.kind.as_str() {
                 "adjustment" => esc(&e.reason),
+                "grant" if e.reason == "signup" => esc(&ctx.lang.t("billing.signup_grant")),
                 "grant" => esc(&product_label(config, &e.reason)),
                 _ => String::new(),
             };
