@@ -16,6 +16,7 @@ pub struct Config {
     pub tasks: TasksConfig,
     pub engine: EngineConfig,
     pub accounts: AccountsConfig,
+    pub auth: AuthConfig,
     pub mail: mailer::MailConfig,
     pub billing: billing::BillingConfig,
     pub imaging: ImagingConfig,
@@ -28,6 +29,9 @@ pub struct ServerConfig {
     pub bind: String,
     pub secure_cookies: bool,
     pub body_limit_bytes: u64,
+    /// Base URL people reach Atelier at (links in mails, OAuth redirect
+    /// URIs); empty: the address it listens on.
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +70,13 @@ pub struct EngineConfig {
 pub struct AccountsConfig {
     pub min_age: u32,
     pub session_days: u32,
+    /// Failed sign-ins per account and hour before it is locked (growing
+    /// delays start after 5).
+    pub max_failed_sign_ins_per_hour: u32,
+    /// Failed sign-ins per network (IPv4 /24, IPv6 /48) and hour.
+    pub max_failed_sign_ins_per_network_per_hour: u32,
+    pub password_reset_minutes: u32,
+    pub email_verification_hours: u32,
 }
 
 /// Limits on images people upload, checked from the header before decoding.
@@ -109,6 +120,7 @@ impl Default for Config {
             tasks: TasksConfig::default(),
             engine: EngineConfig::default(),
             accounts: AccountsConfig::default(),
+            auth: AuthConfig::default(),
             mail: mailer::MailConfig::default(),
             billing: billing::BillingConfig::default(),
             imaging: ImagingConfig::default(),
@@ -119,7 +131,7 @@ impl Default for Config {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { bind: "127.0.0.1:8080".into(), secure_cookies: false, body_limit_bytes: 1 << 20 }
+        ServerConfig { bind: "127.0.0.1:8080".into(), secure_cookies: false, body_limit_bytes: 1 << 20, public_url: String::new() }
     }
 }
 
@@ -150,13 +162,141 @@ impl Default for EngineConfig {
 
 impl Default for AccountsConfig {
     fn default() -> Self {
-        AccountsConfig { min_age: domain::account::MIN_AGE, session_days: 30 }
+        AccountsConfig {
+            min_age: domain::account::MIN_AGE,
+            session_days: 30,
+            max_failed_sign_ins_per_hour: 100,
+            max_failed_sign_ins_per_network_per_hour: 500,
+            password_reset_minutes: 30,
+            email_verification_hours: 48,
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig { json: false, level: "info".into() }
+    }
+}
+
+/// External sign-in providers. A provider is on when its client id is set.
+/// Secrets are better given as environment variables, e.g.
+/// `ATELIER_AUTH_GOOGLE_CLIENT_SECRET`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub google_client_id: String,
+    pub google_client_secret: String,
+    pub github_client_id: String,
+    pub github_client_secret: String,
+    pub github_authorize_url: String,
+    pub github_token_url: String,
+    pub github_api_url: String,
+    /// Any OpenID Connect provider, by issuer (`[[auth.oidc]]` tables).
+    pub oidc: Vec<OidcProviderConfig>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// URL slug: the callback is `<public_url>/auth/<name>/callback`.
+    pub name: String,
+    /// Button text ("Continue with …"); the name when empty.
+    #[serde(default)]
+    pub label: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            google_client_id: String::new(),
+            google_client_secret: String::new(),
+            github_client_id: String::new(),
+            github_client_secret: String::new(),
+            github_authorize_url: "https://github.com/login/oauth/authorize".into(),
+            github_token_url: "https://github.com/login/oauth/access_token".into(),
+            github_api_url: "https://api.github.com".into(),
+            oidc: Vec::new(),
+        }
+    }
+}
+
+/// Hand-written so client secrets never reach a log through `{:?}`.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.oidc.iter().map(|o| o.name.as_str()).collect();
+        f.debug_struct("AuthConfig")
+            .field("google_client_id", &self.google_client_id)
+            .field("github_client_id", &self.github_client_id)
+            .field("github_api_url", &self.github_api_url)
+            .field("oidc", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthConfig {
+    /// The configured providers, checked: a client id needs its secret,
+    /// names are URL slugs and unique.
+    pub fn providers(&self) -> Result<Vec<web::Provider>, String> {
+        let both = |what: &str, id: &str, secret: &str| -> Result<bool, String> {
+            match (id.is_empty(), secret.is_empty()) {
+                (true, true) => Ok(false),
+                (false, false) => Ok(true),
+                _ => Err(format!("auth: {what} needs both a client id and a client secret")),
+            }
+        };
+        let mut out = Vec::new();
+        if both("google", &self.google_client_id, &self.google_client_secret)? {
+            out.push(web::Provider::google(&self.google_client_id, &self.google_client_secret));
+        }
+        if both("github", &self.github_client_id, &self.github_client_secret)? {
+            out.push(web::Provider::github(&self.github_client_id, &self.github_client_secret, &self.github_authorize_url, &self.github_token_url, &self.github_api_url));
+        }
+        for o in &self.oidc {
+            if !web::auth::providers::valid_name(&o.name) || matches!(o.name.as_str(), "google" | "github" | "link") {
+                return Err(format!("auth.oidc: name {:?} must be 1-32 of a-z, 0-9 and -, and not google, github or link", o.name));
+            }
+            if out.iter().any(|p: &web::Provider| p.name == o.name) {
+                return Err(format!("auth.oidc: name {:?} is used twice", o.name));
+            }
+            if !(o.issuer.starts_with("https://") || o.issuer.starts_with("http://")) {
+                return Err(format!("auth.oidc {}: issuer must be an http(s) URL", o.name));
+            }
+            if !both(&format!("oidc {}", o.name), &o.client_id, &o.client_secret)? {
+                return Err(format!("auth.oidc {}: client_id and client_secret are required", o.name));
+            }
+            let label = if o.label.is_empty() { &o.name } else { &o.label };
+            out.push(web::Provider::oidc(&o.name, label, &o.issuer, &o.client_id, &o.client_secret));
+        }
+        Ok(out)
+    }
+}
+
+impl Config {
+    /// Sign-in settings for the web layer.
+    pub fn web_auth(&self) -> Result<web::AuthConfig, String> {
+        let a = &self.accounts;
+        if !(1..=30).contains(&a.password_reset_minutes) {
+            return Err("accounts.password_reset_minutes must be between 1 and 30".into());
+        }
+        let mut auth = web::AuthConfig { providers: self.auth.providers()?, ..web::AuthConfig::default() };
+        auth.throttle.account_per_hour = a.max_failed_sign_ins_per_hour.max(1);
+        auth.throttle.ip_per_hour = a.max_failed_sign_ins_per_network_per_hour.max(1);
+        auth.password_reset_ms = i64::from(a.password_reset_minutes) * 60_000;
+        auth.email_verification_ms = i64::from(a.email_verification_hours.max(1)) * 3_600_000;
+        Ok(auth)
+    }
+
+    /// The base URL in mails and OAuth redirects: `server.public_url`, or
+    /// the address the server listens on.
+    pub fn public_url(&self, listening: std::net::SocketAddr) -> String {
+        match self.server.public_url.trim_end_matches('/') {
+            "" => format!("http://{listening}"),
+            url => url.to_string(),
+        }
     }
 }
 
@@ -305,6 +445,31 @@ mod tests {
         let example: toml::Value = toml::from_str(include_str!("../../../atelier.example.toml")).unwrap();
         let defaults = toml::Value::try_from(Config::default()).unwrap();
         assert_eq!(example, defaults, "atelier.example.toml must list every key with its default value");
+    }
+
+    #[test]
+    fn sign_in_providers_come_from_the_auth_section_and_are_checked() {
+        let config = Config::load(None, env(&[("ATELIER_AUTH_GITHUB_CLIENT_ID", "gh"), ("ATELIER_AUTH_GITHUB_CLIENT_SECRET", "s3cret")]), &Flags::default()).unwrap();
+        let providers = config.auth.providers().unwrap();
+        assert_eq!(providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["github"]);
+        assert!(!format!("{config:?}").contains("s3cret"), "secrets stay out of logs");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("atelier.toml");
+        std::fs::write(&file, "[[auth.oidc]]\nname = \"corp\"\nlabel = \"Corp SSO\"\nissuer = \"https://sso.example.com\"\nclient_id = \"a\"\nclient_secret = \"b\"\n").unwrap();
+        let config = Config::load(Some(&file), env(&[]), &Flags::default()).unwrap();
+        let web = config.web_auth().unwrap();
+        assert_eq!((web.providers[0].key(), web.providers[0].label.as_str()), ("oidc:corp".to_string(), "Corp SSO"));
+        assert_eq!((web.throttle.account_per_hour, web.password_reset_ms), (100, 30 * 60_000));
+        std::fs::write(&file, "[[auth.oidc]]\nname = \"google\"\nissuer = \"https://x\"\nclient_id = \"a\"\nclient_secret = \"b\"\n").unwrap();
+        assert!(Config::load(Some(&file), env(&[]), &Flags::default()).unwrap().web_auth().is_err());
+        let half = Config::load(None, env(&[("ATELIER_AUTH_GOOGLE_CLIENT_ID", "id-only")]), &Flags::default()).unwrap();
+        assert!(half.web_auth().unwrap_err().contains("google"));
+        let long = Config::load(None, env(&[("ATELIER_ACCOUNTS_PASSWORD_RESET_MINUTES", "60")]), &Flags::default()).unwrap();
+        assert!(long.web_auth().is_err(), "reset links last at most 30 minutes");
+        let at: std::net::SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        assert_eq!(config.public_url(at), "http://127.0.0.1:4321");
+        let set = Config::load(None, env(&[("ATELIER_SERVER_PUBLIC_URL", "https://atelier.example.com/")]), &Flags::default()).unwrap();
+        assert_eq!(set.public_url(at), "https://atelier.example.com");
     }
 
     #[test]

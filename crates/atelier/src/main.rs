@@ -170,7 +170,13 @@ async fn run(config: Config, mode: Mode) -> Result<(), String> {
 use engines::Engine as _;
 
 async fn serve(config: &Config, store: Store, blobs: Arc<dyn blobs::BlobStore>, hub: TaskHub, provider: String, model: String) -> Result<(), String> {
+    let auth = config.web_auth()?;
+    let listener = tokio::net::TcpListener::bind(&config.server.bind).await.map_err(|e| format!("cannot listen on {}: {e}", config.server.bind))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let shown = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
     let web_config = web::WebConfig {
+        public_url: config.public_url(shown),
+        auth,
         secure_cookies: config.server.secure_cookies,
         session_ttl_ms: i64::from(config.accounts.session_days) * 86_400_000,
         limits: domain::params::Limits { prompt_max_chars: config.limits.prompt_max_chars as usize, max_n: config.limits.max_images_per_task },
@@ -185,9 +191,6 @@ async fn serve(config: &Config, store: Store, blobs: Arc<dyn blobs::BlobStore>, 
         ..web::WebConfig::default()
     };
     let app = web::router(web::AppState { store, blobs, hub, config: Arc::new(web_config) });
-    let listener = tokio::net::TcpListener::bind(&config.server.bind).await.map_err(|e| format!("cannot listen on {}: {e}", config.server.bind))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let shown = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
     println!("Atelier is running at http://{shown}/");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())

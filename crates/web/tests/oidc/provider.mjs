@@ -2,7 +2,8 @@
 // certified implementation) for Atelier's sign-in tests. Started by
 // crates/web/tests/oidc.rs; prints `ISSUER <url>` once it listens.
 //
-// Environment: CLIENT_ID, CLIENT_SECRET, REDIRECT_URIS (comma-separated).
+// Environment: CLIENT_ID, CLIENT_SECRET, REDIRECT_URIS (comma-separated),
+// PORT (default: any free port).
 //
 // Discovery, authorization (code + PKCE S256, required here), the token
 // endpoint, ID tokens signed RS256 with a key made at start, JWKS and
@@ -32,7 +33,7 @@ function readBody(req) {
 }
 
 const server = http.createServer();
-server.listen(0, '127.0.0.1', () => {
+server.listen(Number(process.env.PORT || 0), '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
