@@ -67,6 +67,11 @@ pub struct TotpRecord {
     pub last_step: i64,
 }
 
+/// Where a TOTP secret is sealed: bound to its table, column and row.
+fn totp_place(user_id: &str) -> String {
+    format!("user_totp.secret/{user_id}")
+}
+
 /// Failed-attempt records older than this are swept.
 pub const AUTH_FAILURE_RETENTION_MS: i64 = 86_400_000;
 
@@ -307,22 +312,33 @@ impl Store {
 
     // ---------------------------------------------------------------- TOTP
 
+    /// The account's TOTP record, its secret opened with the account's key.
     pub async fn totp_of_user(&self, user_id: &str) -> Result<Option<TotpRecord>> {
-        with_pool!(self, pool => {
-            sqlx::query_as("SELECT secret, enabled_at, last_step FROM user_totp WHERE user_id = $1").bind(user_id).fetch_optional(pool).await.map_err(db_err)
-        })
+        let record: Option<TotpRecord> = with_pool!(self, pool => {
+            sqlx::query_as("SELECT secret, enabled_at, last_step FROM user_totp WHERE user_id = $1").bind(user_id).fetch_optional(pool).await.map_err(db_err)?
+        });
+        match record {
+            Some(mut r) => {
+                r.secret = self.open(user_id, &totp_place(user_id), &r.secret).await?;
+                Ok(Some(r))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Turns TOTP on with its secret and a fresh set of recovery codes
     /// (hashes), replacing any earlier ones. `last_step` is the step of the
     /// code that proved the enrolment: it cannot be used again.
+    /// The secret is stored sealed with the account's data key (C27): a
+    /// copy of the table alone yields no second factor.
     pub async fn enable_totp(&self, user_id: &str, secret: &str, last_step: i64, recovery_code_hashes: &[String], at: i64) -> Result<()> {
+        let secret = self.seal(user_id, &totp_place(user_id), secret).await?;
         with_tx!(self, tx => {
             sqlx::query("DELETE FROM user_totp WHERE user_id = $1").bind(user_id).execute(&mut *tx).await.map_err(db_err)?;
             sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await.map_err(db_err)?;
             sqlx::query("INSERT INTO user_totp (user_id, secret, enabled_at, last_step) VALUES ($1, $2, $3, $4)")
                 .bind(user_id)
-                .bind(secret)
+                .bind(&secret)
                 .bind(at)
                 .bind(last_step)
                 .execute(&mut *tx)

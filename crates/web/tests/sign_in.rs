@@ -486,3 +486,26 @@ async fn c01_avatar_upload_is_cropped_square_and_served_only_to_its_owner() {
     let (ct, body) = multipart("forged", &png);
     assert_eq!(client.send(Method::POST, "/account/avatar", Some(&ct), body, &[]).await.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn failed_sign_ins_are_also_limited_per_network_whatever_the_account() {
+    let mut config = WebConfig::default();
+    config.auth.throttle.ip_per_hour = 3;
+    let app = App::with_config(SQLITE, config).await;
+    app.client().signed_up("net@example.org").await;
+    let mut guesser = app.client();
+    guesser.peer = Some("203.0.113.9:1000".parse().unwrap());
+    for email in ["a@example.org", "b@example.org", "c@example.org"] {
+        assert_eq!(sign_in(&mut guesser, email, "wrong password").await.status, StatusCode::UNAUTHORIZED);
+    }
+    // The same /24, another address and account, the right password: refused.
+    let mut neighbour = app.client();
+    neighbour.peer = Some("203.0.113.200:2000".parse().unwrap());
+    let resp = sign_in(&mut neighbour, "net@example.org", PW).await;
+    assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers.contains_key("retry-after"));
+    // Another network is not affected.
+    let mut elsewhere = app.client();
+    elsewhere.peer = Some("198.51.100.7:3000".parse().unwrap());
+    assert_eq!(sign_in(&mut elsewhere, "net@example.org", PW).await.status, StatusCode::SEE_OTHER);
+}
