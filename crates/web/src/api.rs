@@ -278,11 +278,22 @@ pub struct AccountView {
     pub name: String,
     pub locale: Option<String>,
     pub created_at: i64,
+    pub email_verified: bool,
+    /// The profile picture (`GET`, signed in), if one was uploaded.
+    pub avatar_url: Option<String>,
 }
 
 impl From<&User> for AccountView {
     fn from(u: &User) -> Self {
-        AccountView { id: u.id.clone(), email: u.email.clone(), name: u.name.clone(), locale: u.locale.clone(), created_at: u.created_at }
+        AccountView {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            name: u.name.clone(),
+            locale: u.locale.clone(),
+            created_at: u.created_at,
+            email_verified: u.email_verified_at.is_some(),
+            avatar_url: u.avatar_asset_id.as_ref().map(|_| "/account/avatar".to_string()),
+        }
     }
 }
 

@@ -468,6 +468,8 @@ async fn c01_avatar_upload_is_cropped_square_and_served_only_to_its_owner() {
     assert_eq!(stored.dimensions(), (256, 256));
     assert_eq!(stored.get_pixel(128, 128).0, [0, 0, 255, 255], "the centre square was kept");
     assert!(client.get("/account").await.text().contains(r#"class="avatar""#));
+    let account = client.api(Method::GET, "/api/v1/account", None, &[]).await.json();
+    assert_eq!((account["avatar_url"].as_str(), account["email_verified"].as_bool()), (Some("/account/avatar"), Some(true)));
     assert_eq!(app.object_files().len(), 1);
 
     // A new one replaces the old one, in storage too.
