@@ -28,6 +28,7 @@ fn t(ctx: &Ctx, key: &str) -> String {
     esc(&ctx.lang.t(key))
 }
 
+#[allow(clippy::result_large_err)]
 fn session_of(ctx: &Ctx) -> Result<(&User, &Session), Response> {
     match (signed_in(ctx), &ctx.session) {
         (Ok(user), Some(session)) => Ok((user, session)),

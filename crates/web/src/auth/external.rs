@@ -224,6 +224,7 @@ pub async fn confirm_link(state: &AppState, token: &str, ip: Option<IpAddr>, use
 
 /// Creates the account of a pending external sign-up once the form's rules
 /// pass (name, age), links the identity and signs in.
+#[allow(clippy::too_many_arguments)]
 pub async fn complete_sign_up(state: &AppState, token: &str, name: &str, birth_date: &str, today: Date, locale: Option<String>, ip: Option<IpAddr>, user_agent: Option<String>) -> Result<SignInStep> {
     let name = normalize_name(name)?;
     check_age(birth_date, today, state.config.min_age)?;

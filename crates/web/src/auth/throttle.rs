@@ -11,6 +11,7 @@
 //!   delay that doubles up to `MAX_DELAY_SECS`;
 //! - a network (IPv4 /24, IPv6 /48) with `ip_per_hour` failures is locked
 //!   the same way.
+//!
 //! Refusals are `too_many_attempts` with a Retry-After and are not counted
 //! as failures (they check nothing). A full sign-in clears the account's
 //! record; so does a password reset.
