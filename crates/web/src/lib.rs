@@ -1,10 +1,12 @@
 //! The HTTP surface: native JSON API, server-rendered pages, sign-up and
 //! sign-in, SSE task progress, ops probes. Nothing below this crate knows HTTP.
 
+mod account_security;
 mod actions;
 mod api;
 mod api_keys;
-mod auth;
+pub mod auth;
+mod auth_pages;
 mod billing;
 mod context;
 mod error;
@@ -25,7 +27,9 @@ use domain::params::Limits;
 use store::Store;
 use worker::TaskHub;
 
-pub use auth::{hash_password, PASSWORD_PARAMS};
+pub use auth::clock::Clock;
+pub use auth::providers::Provider;
+pub use auth::{hash_password, AuthConfig, PASSWORD_PARAMS};
 pub use error::ApiError;
 
 #[derive(Debug, Clone)]
@@ -40,6 +44,13 @@ pub struct WebConfig {
     /// Engine name and model recorded on tasks.
     pub provider: String,
     pub model: String,
+    /// Base URL people reach Atelier at, for links in mails and OAuth
+    /// redirect URIs (never taken from a request's Host header).
+    pub public_url: String,
+    /// Sign-in providers, throttling, token lifetimes.
+    pub auth: AuthConfig,
+    /// Time source of sign-in rules; tests move a manual clock.
+    pub clock: Clock,
     /// Credits, prices, packs and plans, payment providers (off by default).
     pub billing: ::billing::BillingConfig,
     /// Limits for uploaded images (bytes, sides, pixels), checked before decoding.
@@ -59,6 +70,9 @@ impl Default for WebConfig {
             body_limit_bytes: 1 << 20,
             provider: "procedural".into(),
             model: "atelier-procedural-v0".into(),
+            public_url: "http://localhost:8080".into(),
+            auth: AuthConfig::default(),
+            clock: Clock::system(),
             billing: ::billing::BillingConfig::default(),
             decode_limits: imaging::DecodeLimits::default(),
             thumbnail_side: 384,
@@ -89,9 +103,36 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/assets/{id}", get(api::download_asset).delete(api::delete_asset))
         .route("/api/v1/account", get(api::get_account).patch(api::update_account))
         .route("/", get(pages::home))
-        .route("/signup", get(pages::signup_form).post(pages::signup))
-        .route("/signin", get(pages::signin_form).post(pages::signin))
-        .route("/signout", post(pages::signout))
+        .route("/api/v1/account/sessions", get(account_security::list_sessions))
+        .route("/api/v1/account/sessions/{id}", axum::routing::delete(account_security::delete_session))
+        .route("/signup", get(auth_pages::signup_form).post(auth_pages::signup))
+        .route("/signup/sent", get(auth_pages::signup_sent))
+        .route("/signup/complete", get(auth_pages::complete_signup_form).post(auth_pages::complete_signup))
+        .route("/signin", get(auth_pages::signin_form).post(auth_pages::signin))
+        .route("/signin/2fa", get(auth_pages::second_factor_form).post(auth_pages::second_factor))
+        .route("/signout", post(auth_pages::signout))
+        .route("/verify-email", get(auth_pages::verify_email_page).post(auth_pages::verify_email))
+        .route("/reset-password", get(auth_pages::reset_page).post(auth_pages::reset))
+        .route("/reset-password/sent", get(auth_pages::reset_sent))
+        .route("/auth/link", get(auth_pages::link_page).post(auth_pages::confirm_link))
+        .route("/auth/{provider}/start", post(auth_pages::external_start))
+        .route("/auth/{provider}/callback", get(auth_pages::external_callback))
+        .route("/account/security", get(account_security::security_page))
+        .route("/account/security/sessions/revoke-others", post(account_security::revoke_other_sessions))
+        .route("/account/security/sessions/{id}/revoke", post(account_security::revoke_session))
+        .route("/account/security/password", post(account_security::change_password))
+        .route("/account/security/totp/setup", post(account_security::totp_setup))
+        .route("/account/security/totp/enable", post(account_security::totp_enable))
+        .route("/account/security/totp/disable", post(account_security::totp_disable))
+        .route("/account/security/identities/{id}/unlink", post(account_security::unlink_identity))
+        .route("/account/email", get(account_security::email_form).post(account_security::request_email_change))
+        .route("/account/email/confirm", get(account_security::email_confirm_page).post(account_security::email_confirm))
+        .route(
+            "/account/avatar",
+            get(account_security::avatar)
+                .post(account_security::upload_avatar)
+                .layer(DefaultBodyLimit::max(account_security::AVATAR_MAX_BYTES + (64 << 10))),
+        )
         .route("/generate", get(pages::generate_form).post(pages::generate))
         .route("/tasks/{id}", get(pages::task_page))
         .route("/gallery", get(pages::gallery))
