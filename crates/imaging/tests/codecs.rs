@@ -10,7 +10,9 @@ fn limits() -> DecodeLimits {
 }
 
 #[test]
-fn png_round_trip_is_pixel_identical() {
+fn c10_png_output_decodes_to_exactly_the_pixels_it_was_given() {
+    // Nothing is added on the way (no watermark, no colour change), with or
+    // without transparency.
     let img = sample(37, 23);
     let enc = imaging::encode_png(&img).unwrap();
     assert_eq!((enc.content_type, enc.width, enc.height), ("image/png", 37, 23));
