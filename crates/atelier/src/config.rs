@@ -27,7 +27,7 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub bind: String,
-    pub secure_cookies: bool,
+    pub https: bool,
     pub body_limit_bytes: u64,
     /// Base URL people reach Atelier at (links in mails, OAuth redirect
     /// URIs); empty: the address it listens on.
@@ -131,7 +131,7 @@ impl Default for Config {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { bind: "127.0.0.1:8080".into(), secure_cookies: false, body_limit_bytes: 1 << 20, public_url: String::new() }
+        ServerConfig { bind: "127.0.0.1:8080".into(), https: false, body_limit_bytes: 1 << 20, public_url: String::new() }
     }
 }
 

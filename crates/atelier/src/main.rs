@@ -2,6 +2,7 @@
 //! `worker` runs only the background parts; `migrate` prepares the database.
 
 mod config;
+mod ops;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,15 +51,41 @@ enum Command {
     Worker,
     /// Apply database migrations and exit.
     Migrate,
+    /// Write a consistent database snapshot and an object manifest to DIR.
+    Backup { dir: PathBuf },
+    /// Restore a backup from DIR (stop the server first); accounts purged
+    /// since the backup stay purged.
+    Restore { dir: PathBuf },
+    /// Re-wrap every account key under a new master key.
+    RotateMasterKey,
+    /// Administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Purge an account now: rows, objects and data key (by email or id).
+    PurgeAccount { account: String },
+    /// Give an account a role: user, moderator or admin.
+    SetRole { account: String, role: String },
+    /// Print the audit trail as JSON lines, newest first.
+    Audit {
+        /// Only entries where this account (email or id) acted or was acted on.
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (command, bind) = match cli.command {
         Some(Command::Serve { bind, no_worker }) => (Mode::Serve { with_worker: !no_worker }, bind),
-        Some(Command::Worker) => (Mode::Worker, None),
-        Some(Command::Migrate) => (Mode::Migrate, None),
         None => (Mode::Serve { with_worker: true }, None),
+        Some(Command::Worker) => (Mode::Worker, None),
+        Some(other) => (Mode::Once(other), None),
     };
     let flags = Flags { data_dir: cli.data_dir, bind, database_url: cli.database_url, json_logs: cli.json_logs };
     // The file may also be named by ATELIER_CONFIG (containers, tests).
@@ -82,11 +109,11 @@ fn main() -> ExitCode {
     }
 }
 
-#[derive(Clone, Copy)]
 enum Mode {
     Serve { with_worker: bool },
     Worker,
-    Migrate,
+    /// A command that runs and exits.
+    Once(Command),
 }
 
 fn init_logging(config: &Config) {
@@ -100,18 +127,66 @@ fn init_logging(config: &Config) {
     }
 }
 
-async fn run(config: Config, mode: Mode) -> Result<(), String> {
-    config.billing.validate()?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-    let store = Store::connect(&config.database_url(), config.database.max_connections).await.map_err(|e| e.to_string())?;
-    let applied = store.migrate().await.map_err(|e| e.to_string())?;
-    tracing::info!(applied, backend = ?store.kind(), "database ready");
-    if let Mode::Migrate = mode {
-        println!("migrations applied: {applied}");
+/// Finds an account by id or email.
+async fn account_id(store: &Store, account: &str) -> Result<String, String> {
+    let user = if domain::ids::is_valid_id(account) { store.user_by_id(account).await } else { store.user_by_email(&account.to_lowercase()).await };
+    user.map_err(|e| e.to_string())?.map(|u| u.id).ok_or_else(|| format!("no account {account}"))
+}
+
+async fn run_once(config: &Config, command: Command) -> Result<(), String> {
+    if let Command::Restore { dir } = &command {
+        let report = ops::restore(config, dir).await?;
+        println!("restored; accounts purged again: {}; objects listed but missing: {}", report.purged_again, report.objects_missing);
         return Ok(());
     }
+    if let Command::RotateMasterKey = command {
+        println!("{}", ops::rotate_master_key(config).await?);
+        return Ok(());
+    }
+    let data = ops::open(config).await?;
+    match command {
+        Command::Migrate => println!("database migrated"),
+        Command::Backup { dir } => {
+            let manifest = ops::backup(config, &data, &dir).await?;
+            println!("backup written to {} ({} objects listed)", dir.display(), manifest.objects.len());
+        }
+        Command::Admin(AdminCommand::PurgeAccount { account }) => {
+            let id = account_id(&data.store, &account).await?;
+            let report = privacy::purge_account(&data.store, data.objects.as_ref(), &id, None).await.map_err(|e| e.to_string())?;
+            println!("purged: {} objects deleted", report.objects_deleted);
+        }
+        Command::Admin(AdminCommand::SetRole { account, role }) => {
+            let id = account_id(&data.store, &account).await?;
+            data.store.set_role(&id, &role).await.map_err(|e| e.to_string())?;
+            data.store
+                .audit(store::AuditEntry { action: "role_changed", target_id: Some(&id), detail: Some(&role), ..Default::default() })
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{account} is now {role}");
+        }
+        Command::Admin(AdminCommand::Audit { account, limit }) => {
+            let id = match account {
+                Some(account) => Some(account_id(&data.store, &account).await?),
+                None => None,
+            };
+            let page = data.store.audit_entries(id.as_deref(), None, limit.clamp(1, 10_000)).await.map_err(|e| e.to_string())?;
+            for entry in page.items {
+                println!("{}", serde_json::to_string(&entry).map_err(|e| e.to_string())?);
+            }
+        }
+        Command::Serve { .. } | Command::Worker | Command::Restore { .. } | Command::RotateMasterKey => unreachable!("handled above"),
+    }
+    data.store.close().await;
+    Ok(())
+}
 
-    let blobs: Arc<dyn blobs::BlobStore> = Arc::new(blobs::LocalDirStore::new(config.data_dir.join("objects")).map_err(|e| e.to_string())?);
+async fn run(config: Config, mode: Mode) -> Result<(), String> {
+    let mode = match mode {
+        Mode::Once(command) => return run_once(&config, command).await,
+        other => other,
+    };
+    config.billing.validate()?;
+    let ops::DataDir { store, blobs, .. } = ops::open(&config).await?;
     let engine = Arc::new(Paced { inner: ProceduralEngine, min: Duration::from_millis(config.engine.min_duration_ms) });
     let hub = TaskHub::default();
     let (stop, stopped) = watch::channel(false);
@@ -177,7 +252,7 @@ async fn serve(config: &Config, store: Store, blobs: Arc<dyn blobs::BlobStore>, 
     let web_config = web::WebConfig {
         public_url: config.public_url(shown),
         auth,
-        secure_cookies: config.server.secure_cookies,
+        https: config.server.https,
         session_ttl_ms: i64::from(config.accounts.session_days) * 86_400_000,
         limits: domain::params::Limits { prompt_max_chars: config.limits.prompt_max_chars as usize, max_n: config.limits.max_images_per_task },
         min_age: config.accounts.min_age,

@@ -7,6 +7,7 @@ mod api_keys;
 mod assets;
 mod audit;
 mod identities;
+mod keys;
 mod ledger;
 mod migrate;
 mod models;
@@ -36,6 +37,7 @@ pub use tasks::Submitted;
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    vault: Option<std::sync::Arc<keys::Vault>>,
 }
 
 #[derive(Clone)]
@@ -134,7 +136,7 @@ impl Store {
         } else {
             return Err(Error::invalid("database URL must start with sqlite: or postgres://"));
         };
-        Ok(Store { backend })
+        Ok(Store { backend, vault: None })
     }
 
     pub fn kind(&self) -> BackendKind {

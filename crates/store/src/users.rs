@@ -7,16 +7,18 @@ pub(crate) const USER_COLUMNS: &str =
 const SESSION_COLUMNS: &str = "id, user_id, created_at, last_seen_at, expires_at, ip, user_agent";
 
 impl Store {
-    /// Creates an account; a taken email is `email_taken`.
+    /// Creates an account and its data key in one transaction; a taken email
+    /// is `email_taken`.
     pub async fn create_user(&self, new: NewUser) -> Result<User> {
         let now = now_ms();
         let id = new_id();
+        let (wrapped_key, master_key_id) = self.new_wrapped_key(&id)?;
         let sql = format!(
             "INSERT INTO users (id, email, name, password_hash, locale, age_confirmed_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $6, $6) RETURNING {USER_COLUMNS}"
         );
         let inserted: std::result::Result<User, sqlx::Error> = with_tx!(self, tx => {
-            sqlx::query_as(&sql)
+            let user = sqlx::query_as(&sql)
                 .bind(&id)
                 .bind(&new.email)
                 .bind(&new.name)
@@ -24,7 +26,18 @@ impl Store {
                 .bind(&new.locale)
                 .bind(now)
                 .fetch_one(&mut *tx)
-                .await
+                .await;
+            if user.is_ok() {
+                sqlx::query("INSERT INTO account_keys (user_id, wrapped_key, master_key_id, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&id)
+                    .bind(&wrapped_key)
+                    .bind(&master_key_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            user
         });
         match inserted {
             Ok(user) => Ok(user),
@@ -102,5 +115,58 @@ impl Store {
         });
         self.sweep_auth_records(now).await?;
         Ok(sessions)
+    }
+}
+
+impl Store {
+    /// Deletes the account row (every content row cascades, the wrapped data
+    /// key with it) and records the tombstone, in one transaction.
+    pub async fn delete_account(&self, user_id: &str, tombstone_id: &str) -> Result<bool> {
+        let now = now_ms();
+        let deleted = with_tx!(self, tx => {
+            let n = sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await.map_err(db_err)?.rows_affected();
+            sqlx::query("INSERT INTO tombstones (id, purged_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+                .bind(tombstone_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            n > 0
+        });
+        self.forget_data_key(user_id);
+        Ok(deleted)
+    }
+
+    /// Every account id (restore replays tombstones against them).
+    pub async fn all_user_ids(&self) -> Result<Vec<String>> {
+        with_pool!(self, pool => sqlx::query_scalar("SELECT id FROM users ORDER BY id").fetch_all(pool).await.map_err(db_err))
+    }
+
+    pub async fn tombstone_ids(&self) -> Result<Vec<String>> {
+        with_pool!(self, pool => sqlx::query_scalar("SELECT id FROM tombstones ORDER BY id").fetch_all(pool).await.map_err(db_err))
+    }
+}
+
+pub const ROLES: &[&str] = &["user", "moderator", "admin"];
+
+impl Store {
+    pub async fn set_role(&self, user_id: &str, role: &str) -> Result<()> {
+        if !ROLES.contains(&role) {
+            return Err(Error::invalid(format!("role must be one of {}", ROLES.join(", "))));
+        }
+        let n = with_tx!(self, tx => {
+            sqlx::query("UPDATE users SET role = $2, updated_at = $3 WHERE id = $1")
+                .bind(user_id)
+                .bind(role)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected()
+        });
+        if n == 0 {
+            return Err(Error::not_found());
+        }
+        Ok(())
     }
 }

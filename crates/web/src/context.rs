@@ -101,7 +101,7 @@ pub async fn attach(State(state): State<AppState>, mut request: Request, next: N
     if existing_csrf.is_none() && !handler_set_csrf {
         response
             .headers_mut()
-            .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &csrf, 30 * 86_400, true, state.config.secure_cookies));
+            .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &csrf, 30 * 86_400, true, state.config.https));
     }
     response
 }

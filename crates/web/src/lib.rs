@@ -3,6 +3,7 @@
 
 mod account_security;
 mod actions;
+mod admin;
 mod api;
 mod api_keys;
 pub mod auth;
@@ -34,8 +35,9 @@ pub use error::ApiError;
 
 #[derive(Debug, Clone)]
 pub struct WebConfig {
-    /// Set `Secure` on cookies (served over TLS or behind a TLS proxy).
-    pub secure_cookies: bool,
+    /// Reached over HTTPS (directly or through a TLS-terminating proxy):
+    /// cookies are `Secure` and responses carry HSTS.
+    pub https: bool,
     pub session_ttl_ms: i64,
     pub limits: Limits,
     pub min_age: u32,
@@ -62,7 +64,7 @@ pub struct WebConfig {
 impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
-            secure_cookies: false,
+            https: false,
             session_ttl_ms: 30 * 86_400_000,
             limits: Limits::default(),
             min_age: domain::account::MIN_AGE,
@@ -102,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}/events", get(sse::task_events))
         .route("/api/v1/assets/{id}", get(api::download_asset).delete(api::delete_asset))
         .route("/api/v1/account", get(api::get_account).patch(api::update_account))
+        .route("/api/v1/admin/audit", get(admin::audit_log))
         .route("/", get(pages::home))
         .route("/api/v1/account/sessions", get(account_security::list_sessions))
         .route("/api/v1/account/sessions/{id}", axum::routing::delete(account_security::delete_session))
@@ -174,6 +177,6 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), context::attach))
-        .layer(axum::middleware::from_fn(security::headers))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), security::headers))
         .with_state(state)
 }

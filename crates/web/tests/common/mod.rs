@@ -34,7 +34,7 @@ impl App {
         let db = test_db(backend).await;
         let dir = tempfile::tempdir().unwrap();
         let objects = LocalDirStore::new(dir.path().join("objects")).unwrap();
-        let blobs: Arc<dyn blobs::BlobStore> = Arc::new(objects.clone());
+        let blobs: Arc<dyn blobs::BlobStore> = Arc::new(blobs::Encrypted::new(Arc::new(objects.clone()), Arc::new(db.store.clone())));
         let hub = TaskHub::default();
         let worker_config = WorkerConfig { thumbnail_side: 128, ..WorkerConfig::default() };
         let worker = Arc::new(Worker::new(db.store.clone(), blobs.clone(), Arc::new(ProceduralEngine), hub.clone(), worker_config));
