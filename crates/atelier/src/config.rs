@@ -93,13 +93,24 @@ pub struct ImagingConfig {
 impl Default for ImagingConfig {
     fn default() -> Self {
         let d = imaging::DecodeLimits::default();
-        ImagingConfig { max_upload_bytes: d.max_bytes, max_width: d.max_width, max_height: d.max_height, max_pixels: d.max_pixels, thumbnail_side: 384 }
+        ImagingConfig {
+            max_upload_bytes: d.max_bytes,
+            max_width: d.max_width,
+            max_height: d.max_height,
+            max_pixels: d.max_pixels,
+            thumbnail_side: 384,
+        }
     }
 }
 
 impl ImagingConfig {
     pub fn decode_limits(&self) -> imaging::DecodeLimits {
-        imaging::DecodeLimits { max_bytes: self.max_upload_bytes, max_width: self.max_width, max_height: self.max_height, max_pixels: self.max_pixels }
+        imaging::DecodeLimits {
+            max_bytes: self.max_upload_bytes,
+            max_width: self.max_width,
+            max_height: self.max_height,
+            max_pixels: self.max_pixels,
+        }
     }
 }
 
@@ -150,7 +161,14 @@ impl Default for LimitsConfig {
 
 impl Default for TasksConfig {
     fn default() -> Self {
-        TasksConfig { concurrency: 2, lease_seconds: 30, heartbeat_seconds: 5, max_attempts: 3, sweep_interval_seconds: 15, unsaved_retention_days: 30 }
+        TasksConfig {
+            concurrency: 2,
+            lease_seconds: 30,
+            heartbeat_seconds: 5,
+            max_attempts: 3,
+            sweep_interval_seconds: 15,
+            unsaved_retention_days: 30,
+        }
     }
 }
 
@@ -253,7 +271,13 @@ impl AuthConfig {
             out.push(web::Provider::google(&self.google_client_id, &self.google_client_secret));
         }
         if both("github", &self.github_client_id, &self.github_client_secret)? {
-            out.push(web::Provider::github(&self.github_client_id, &self.github_client_secret, &self.github_authorize_url, &self.github_token_url, &self.github_api_url));
+            out.push(web::Provider::github(
+                &self.github_client_id,
+                &self.github_client_secret,
+                &self.github_authorize_url,
+                &self.github_token_url,
+                &self.github_api_url,
+            ));
         }
         for o in &self.oidc {
             if !web::auth::providers::valid_name(&o.name) || matches!(o.name.as_str(), "google" | "github" | "link") {
@@ -414,7 +438,8 @@ mod tests {
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("atelier.toml");
-        std::fs::write(&file, "data_dir = \"/srv/a\"\n[server]\nbind = \"0.0.0.0:9000\"\n[tasks]\nconcurrency = 8\nlease_seconds = 60\n").unwrap();
+        std::fs::write(&file, "data_dir = \"/srv/a\"\n[server]\nbind = \"0.0.0.0:9000\"\n[tasks]\nconcurrency = 8\nlease_seconds = 60\n")
+            .unwrap();
         let flags = Flags { bind: Some("127.0.0.1:7000".into()), ..Flags::default() };
         let config = Config::load(
             Some(&file),
@@ -433,7 +458,9 @@ mod tests {
 
     #[test]
     fn bad_values_are_reported_not_ignored() {
-        assert!(Config::load(None, env(&[("ATELIER_TASKS_CONCURRENCY", "many")]), &Flags::default()).unwrap_err().contains("ATELIER_TASKS_CONCURRENCY"));
+        assert!(Config::load(None, env(&[("ATELIER_TASKS_CONCURRENCY", "many")]), &Flags::default())
+            .unwrap_err()
+            .contains("ATELIER_TASKS_CONCURRENCY"));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("x.toml");
         std::fs::write(&file, "[server]\nbindd = \"typo\"\n").unwrap();
@@ -449,7 +476,12 @@ mod tests {
 
     #[test]
     fn sign_in_providers_come_from_the_auth_section_and_are_checked() {
-        let config = Config::load(None, env(&[("ATELIER_AUTH_GITHUB_CLIENT_ID", "gh"), ("ATELIER_AUTH_GITHUB_CLIENT_SECRET", "s3cret")]), &Flags::default()).unwrap();
+        let config = Config::load(
+            None,
+            env(&[("ATELIER_AUTH_GITHUB_CLIENT_ID", "gh"), ("ATELIER_AUTH_GITHUB_CLIENT_SECRET", "s3cret")]),
+            &Flags::default(),
+        )
+        .unwrap();
         let providers = config.auth.providers().unwrap();
         assert_eq!(providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["github"]);
         assert!(!format!("{config:?}").contains("s3cret"), "secrets stay out of logs");
@@ -460,7 +492,8 @@ mod tests {
         let web = config.web_auth().unwrap();
         assert_eq!((web.providers[0].key(), web.providers[0].label.as_str()), ("oidc:corp".to_string(), "Corp SSO"));
         assert_eq!((web.throttle.account_per_hour, web.password_reset_ms), (100, 30 * 60_000));
-        std::fs::write(&file, "[[auth.oidc]]\nname = \"google\"\nissuer = \"https://x\"\nclient_id = \"a\"\nclient_secret = \"b\"\n").unwrap();
+        std::fs::write(&file, "[[auth.oidc]]\nname = \"google\"\nissuer = \"https://x\"\nclient_id = \"a\"\nclient_secret = \"b\"\n")
+            .unwrap();
         assert!(Config::load(Some(&file), env(&[]), &Flags::default()).unwrap().web_auth().is_err());
         let half = Config::load(None, env(&[("ATELIER_AUTH_GOOGLE_CLIENT_ID", "id-only")]), &Flags::default()).unwrap();
         assert!(half.web_auth().unwrap_err().contains("google"));

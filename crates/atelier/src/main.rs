@@ -110,7 +110,9 @@ fn main() -> ExitCode {
 }
 
 enum Mode {
-    Serve { with_worker: bool },
+    Serve {
+        with_worker: bool,
+    },
     Worker,
     /// A command that runs and exits.
     Once(Command),
@@ -129,7 +131,11 @@ fn init_logging(config: &Config) {
 
 /// Finds an account by id or email.
 async fn account_id(store: &Store, account: &str) -> Result<String, String> {
-    let user = if domain::ids::is_valid_id(account) { store.user_by_id(account).await } else { store.user_by_email(&account.to_lowercase()).await };
+    let user = if domain::ids::is_valid_id(account) {
+        store.user_by_id(account).await
+    } else {
+        store.user_by_email(&account.to_lowercase()).await
+    };
     user.map_err(|e| e.to_string())?.map(|u| u.id).ok_or_else(|| format!("no account {account}"))
 }
 
@@ -244,9 +250,17 @@ async fn run(config: Config, mode: Mode) -> Result<(), String> {
 
 use engines::Engine as _;
 
-async fn serve(config: &Config, store: Store, blobs: Arc<dyn blobs::BlobStore>, hub: TaskHub, provider: String, model: String) -> Result<(), String> {
+async fn serve(
+    config: &Config,
+    store: Store,
+    blobs: Arc<dyn blobs::BlobStore>,
+    hub: TaskHub,
+    provider: String,
+    model: String,
+) -> Result<(), String> {
     let auth = config.web_auth()?;
-    let listener = tokio::net::TcpListener::bind(&config.server.bind).await.map_err(|e| format!("cannot listen on {}: {e}", config.server.bind))?;
+    let listener =
+        tokio::net::TcpListener::bind(&config.server.bind).await.map_err(|e| format!("cannot listen on {}: {e}", config.server.bind))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let shown = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
     let web_config = web::WebConfig {
@@ -254,7 +268,10 @@ async fn serve(config: &Config, store: Store, blobs: Arc<dyn blobs::BlobStore>, 
         auth,
         https: config.server.https,
         session_ttl_ms: i64::from(config.accounts.session_days) * 86_400_000,
-        limits: domain::params::Limits { prompt_max_chars: config.limits.prompt_max_chars as usize, max_n: config.limits.max_images_per_task },
+        limits: domain::params::Limits {
+            prompt_max_chars: config.limits.prompt_max_chars as usize,
+            max_n: config.limits.max_images_per_task,
+        },
         min_age: config.accounts.min_age,
         max_attempts: i64::from(config.tasks.max_attempts.max(1)),
         body_limit_bytes: config.server.body_limit_bytes as usize,

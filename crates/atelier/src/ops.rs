@@ -104,7 +104,11 @@ pub async fn backup(config: &Config, data: &DataDir, dir: &Path) -> Result<Manif
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("manifest.json"), json).map_err(|e| format!("cannot write the manifest: {e}"))?;
     data.store
-        .audit(AuditEntry { action: "backup_created", detail: Some(&format!("{} objects", manifest.objects.len())), ..AuditEntry::default() })
+        .audit(AuditEntry {
+            action: "backup_created",
+            detail: Some(&format!("{} objects", manifest.objects.len())),
+            ..AuditEntry::default()
+        })
         .await
         .map_err(|e| e.to_string())?;
     Ok(manifest)
@@ -120,8 +124,9 @@ pub struct RestoreReport {
 /// replays the tombstones: accounts purged after the backup was taken are
 /// purged again before anything can read them.
 pub async fn restore(config: &Config, dir: &Path) -> Result<RestoreReport, String> {
-    let manifest: Manifest = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).map_err(|e| format!("no manifest in {}: {e}", dir.display()))?)
-        .map_err(|e| format!("bad manifest: {e}"))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).map_err(|e| format!("no manifest in {}: {e}", dir.display()))?)
+            .map_err(|e| format!("bad manifest: {e}"))?;
     let url = config.database_url();
     match manifest.backend.as_str() {
         "sqlite" => {
@@ -139,7 +144,10 @@ pub async fn restore(config: &Config, dir: &Path) -> Result<RestoreReport, Strin
             if !url.starts_with("postgres") {
                 return Err("the backup is PostgreSQL but the configured database is not".into());
             }
-            run_tool("pg_restore", &["--clean", "--if-exists", "--no-owner", "--dbname", &url, &dir.join(POSTGRES_FILE).to_string_lossy()])?;
+            run_tool(
+                "pg_restore",
+                &["--clean", "--if-exists", "--no-owner", "--dbname", &url, &dir.join(POSTGRES_FILE).to_string_lossy()],
+            )?;
         }
         other => return Err(format!("unknown backup backend {other}")),
     }
@@ -178,7 +186,11 @@ pub async fn rotate_master_key(config: &Config) -> Result<String, String> {
         std::fs::rename(&pending, &path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
     }
     data.store
-        .audit(AuditEntry { action: "master_key_rotated", detail: Some(&format!("{old_id} -> {} ({n} account keys)", new_key.id())), ..AuditEntry::default() })
+        .audit(AuditEntry {
+            action: "master_key_rotated",
+            detail: Some(&format!("{old_id} -> {} ({n} account keys)", new_key.id())),
+            ..AuditEntry::default()
+        })
         .await
         .map_err(|e| e.to_string())?;
     data.store.close().await;

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{atelier, atelier_with, contains, files_under, open_store, png_size, Browser, Server};
-use store::testing::{test_db, TestBackend};
 use serde_json::json;
+use store::testing::{test_db, TestBackend};
 
 async fn generate(browser: &mut Browser, prompt: &str) -> (String, String) {
     let (code, task) = browser.json(reqwest::Method::POST, "/api/v1/tasks", Some(json!({"prompt": prompt, "size": "256x256"}))).await;
@@ -148,7 +148,9 @@ async fn master_key_rotation_rewraps_every_key_and_the_old_key_can_go() {
     for (who, asset) in images {
         let mut browser = Browser::new(&server);
         browser.get("/signin").await;
-        let resp = browser.post_form("/signin", &[("email", &format!("{who}@example.org")), ("password", &format!("{who}'s long passphrase"))]).await;
+        let resp = browser
+            .post_form("/signin", &[("email", &format!("{who}@example.org")), ("password", &format!("{who}'s long passphrase"))])
+            .await;
         assert_eq!(resp.status(), 303);
         let image = browser.get(&format!("/api/v1/assets/{asset}")).await.bytes().await.unwrap();
         assert_eq!(png_size(&image), (256, 256), "{who}'s image still downloads");

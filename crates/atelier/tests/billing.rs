@@ -34,7 +34,12 @@ fn sign(mode: &str, secret: &str, body: &str, timestamp: Option<i64>) -> String 
         command.arg(t.to_string());
     }
     use std::io::Write;
-    let mut child = command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("python3");
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
     child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "signing failed (is Python's stripe library installed?): {}", String::from_utf8_lossy(&out.stderr));
@@ -78,7 +83,11 @@ impl Recorded {
 async fn fake_stripe() -> (String, Recorded) {
     async fn sessions(State(rec): State<Recorded>, headers: HeaderMap, body: String) -> axum::response::Response {
         if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {STRIPE_KEY}")) {
-            return (StatusCode::UNAUTHORIZED, Json(json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}))).into_response();
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}})),
+            )
+                .into_response();
         }
         let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
         let mut rec = rec.0.lock().unwrap();
@@ -92,7 +101,10 @@ async fn fake_stripe() -> (String, Recorded) {
         Json(json!({"id": "bps_1", "object": "billing_portal.session", "url": "https://billing.stripe.test/p/session/bps_1"}))
     }
     let rec = Recorded::default();
-    let app = Router::new().route("/v1/checkout/sessions", post(sessions)).route("/v1/billing_portal/sessions", post(portal)).with_state(rec.clone());
+    let app = Router::new()
+        .route("/v1/checkout/sessions", post(sessions))
+        .route("/v1/billing_portal/sessions", post(portal))
+        .with_state(rec.clone());
     (serve(app).await, rec)
 }
 
@@ -183,7 +195,9 @@ async fn account_id(browser: &mut Browser) -> String {
 /// link mailed to it (read from the written `.eml`). Returns the account id.
 async fn signed_up(browser: &mut Browser, data: &Path, email: &str) -> String {
     browser.get("/signup").await;
-    let resp = browser.post_form("/signup", &[("name", "Noor"), ("email", email), ("password", "Opal-Kestrel-Lantern-93"), ("birth_date", "1988-03-09")]).await;
+    let resp = browser
+        .post_form("/signup", &[("name", "Noor"), ("email", email), ("password", "Opal-Kestrel-Lantern-93"), ("birth_date", "1988-03-09")])
+        .await;
     assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
     if !browser.cookies.contains_key("atelier_session") {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -292,19 +306,27 @@ async fn c14_c17_stripe_checkout_and_webhooks_signed_by_the_stripe_library_grant
     assert_eq!(outcomes.get("granted"), Some(&1), "{outcomes:?}");
     assert_eq!(outcomes.get("duplicate"), Some(&49));
     // The same purchase reported by another event type: no second grant.
-    let async_body = checkout_completed("evt_pack_2", "cs_test_1", &user, "pack:starter", json!({})).replace("checkout.session.completed", "checkout.session.async_payment_succeeded");
+    let async_body = checkout_completed("evt_pack_2", "cs_test_1", &user, "pack:starter", json!({}))
+        .replace("checkout.session.completed", "checkout.session.async_payment_succeeded");
     let (code, ack) = stripe_webhook(&server.url, &async_body, &stripe_sig(&async_body)).await;
     assert_eq!((code, ack["outcome"].as_str()), (200, Some("already_granted")));
     assert_eq!(balance(&mut browser).await.0, 120);
 
     // An unpaid checkout grants nothing until its async payment succeeds.
-    let unpaid = checkout_completed("evt_unpaid", "cs_test_9", &user, "pack:studio", json!({"payment_status": "unpaid", "amount_total": 2000}));
+    let unpaid =
+        checkout_completed("evt_unpaid", "cs_test_9", &user, "pack:studio", json!({"payment_status": "unpaid", "amount_total": 2000}));
     assert_eq!(stripe_webhook(&server.url, &unpaid, &stripe_sig(&unpaid)).await.1["outcome"], "recorded");
     assert_eq!(balance(&mut browser).await.0, 120);
 
     // A subscription: checkout and its first invoice report one grant; a renewal grants again.
     let period_end = store::now_ms() / 1000 + 30 * 86_400;
-    let sub_checkout = checkout_completed("evt_sub_1", "cs_test_2", &user, "plan:pro", json!({"invoice": "in_first", "subscription": "sub_1", "amount_total": 1200}));
+    let sub_checkout = checkout_completed(
+        "evt_sub_1",
+        "cs_test_2",
+        &user,
+        "plan:pro",
+        json!({"invoice": "in_first", "subscription": "sub_1", "amount_total": 1200}),
+    );
     let invoice = |event: &str, id: &str| {
         json!({"id": event, "object": "event", "type": "invoice.paid", "created": store::now_ms() / 1000, "data": {"object": {
             "id": id, "object": "invoice", "status": "paid", "amount_paid": 1200, "currency": "usd", "customer": "cus_test_1",
@@ -367,8 +389,10 @@ async fn c15_a_card_number_in_a_webhook_is_processed_and_never_persisted() {
     let creem = json!({"id": "evt_creem_card", "eventType": "checkout.completed", "created_at": store::now_ms(), "object": {
         "id": "ch_card", "object": "checkout", "order": {"id": "ord_card", "amount": 500, "currency": "USD", "status": "paid"},
         "product": {"id": "prod_starter"}, "customer": {"id": "cust_1", "email": "card@example.org", "name": card},
-        "metadata": {"user_id": user, "product": "pack:starter", "card": "4242-4242-4242-4242"}}}).to_string();
-    let (code, _) = post_webhook(&server.url, "/webhooks/creem", ("creem-signature", &sign("creem", CREEM_WHSEC, &creem, None)), &creem).await;
+        "metadata": {"user_id": user, "product": "pack:starter", "card": "4242-4242-4242-4242"}}})
+    .to_string();
+    let (code, _) =
+        post_webhook(&server.url, "/webhooks/creem", ("creem-signature", &sign("creem", CREEM_WHSEC, &creem, None)), &creem).await;
     assert_eq!(code, 200);
     assert_eq!(balance(&mut browser).await.0, 200);
     mails_with_subject(&root.path().join("data"), "Your Atelier receipt", 2).await;
@@ -401,7 +425,9 @@ async fn c16_c17_refund_after_partial_spend_leaves_a_debt_that_blocks_tasks_and_
     // Spend 6 of the 100: three 1024x1024 images at 2 credits.
     let mut ids = Vec::new();
     for i in 0..3 {
-        let (code, task) = browser.json(reqwest::Method::POST, "/api/v1/tasks", Some(json!({"prompt": format!("lantern {i}"), "size": "1024x1024"}))).await;
+        let (code, task) = browser
+            .json(reqwest::Method::POST, "/api/v1/tasks", Some(json!({"prompt": format!("lantern {i}"), "size": "1024x1024"})))
+            .await;
         assert_eq!(code, 202, "{task}");
         assert_eq!(task["cost"], 2);
         ids.push(task["id"].as_str().unwrap().to_string());
@@ -495,7 +521,8 @@ async fn c14_creem_checkout_and_verified_webhooks_grant_once() {
     // A refund of the pack takes its credits back.
     let refund = json!({"id": "evt_r1", "eventType": "refund.created", "created_at": store::now_ms(), "object": {
         "id": "ref_1", "object": "refund", "status": "succeeded", "refund_amount": 500, "refund_currency": "USD",
-        "order": {"id": "ord_1"}, "checkout": {"id": "ch_test_1"}}}).to_string();
+        "order": {"id": "ord_1"}, "checkout": {"id": "ch_test_1"}}})
+    .to_string();
     assert_eq!(creem_hook(&refund, &sign("creem", CREEM_WHSEC, &refund, None)).await.1["outcome"], "taken_back");
     assert_eq!(balance(&mut browser).await.0, 600);
     let canceled = json!({"id": "evt_x", "eventType": "subscription.canceled", "created_at": store::now_ms() + 1000, "object": {"id": "sub_c1", "status": "canceled"}}).to_string();

@@ -19,7 +19,8 @@ async fn c02_c30_first_start_journey_keeps_no_password_and_deletes_from_disk() {
     let mut browser = Browser::new(&server);
     browser.sign_up("noor@example.org", password).await;
 
-    let (code, task) = browser.json(reqwest::Method::POST, "/api/v1/tasks", Some(json!({"prompt": "tea house in the rain", "size": "1536x1024"}))).await;
+    let (code, task) =
+        browser.json(reqwest::Method::POST, "/api/v1/tasks", Some(json!({"prompt": "tea house in the rain", "size": "1536x1024"}))).await;
     assert_eq!(code, 202, "{task}");
     let id = task["id"].as_str().unwrap().to_string();
     // Live status: the event stream runs until the task is done.
@@ -83,14 +84,16 @@ async fn c08_task_running_at_sigkill_completes_exactly_once_after_restart() {
     let mut server = Server::start(&data, &slow).await;
     let mut browser = Browser::new(&server);
     browser.sign_up("crash@example.org", "crash test passphrase").await;
-    let (code, task) = browser.json(reqwest::Method::POST, "/api/v1/tasks", Some(json!({"prompt": "storm over the harbour", "size": "512x512"}))).await;
+    let (code, task) =
+        browser.json(reqwest::Method::POST, "/api/v1/tasks", Some(json!({"prompt": "storm over the harbour", "size": "512x512"}))).await;
     assert_eq!(code, 202);
     let id = task["id"].as_str().unwrap().to_string();
     browser.wait_for(&id, "running").await;
     server.child.kill().await.unwrap(); // SIGKILL: no cleanup of any kind
     let _ = server.child.wait().await;
 
-    let fast = [("ATELIER_TASKS_LEASE_SECONDS", "2"), ("ATELIER_TASKS_HEARTBEAT_SECONDS", "1"), ("ATELIER_TASKS_SWEEP_INTERVAL_SECONDS", "1")];
+    let fast =
+        [("ATELIER_TASKS_LEASE_SECONDS", "2"), ("ATELIER_TASKS_HEARTBEAT_SECONDS", "1"), ("ATELIER_TASKS_SWEEP_INTERVAL_SECONDS", "1")];
     let server = Server::start(&data, &fast).await;
     browser.base = server.url.clone();
     let done = browser.wait_for(&id, "succeeded").await;

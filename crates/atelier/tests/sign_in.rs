@@ -56,7 +56,8 @@ async fn at_provider(issuer: &str, authorize: &str, back_to: &str) -> String {
             let (k, v) = set.to_str().unwrap().split(';').next().unwrap().split_once('=').unwrap();
             cookies.insert(k.to_string(), v.to_string());
         }
-        let location = resp.headers().get("location").unwrap_or_else(|| panic!("provider answered {}", resp.status())).to_str().unwrap().to_string();
+        let location =
+            resp.headers().get("location").unwrap_or_else(|| panic!("provider answered {}", resp.status())).to_str().unwrap().to_string();
         let next = if location.starts_with('/') { format!("{issuer}{location}") } else { location };
         if next.starts_with(back_to) {
             return next;
@@ -122,7 +123,12 @@ async fn c04_password_reset_through_the_binary_links_to_the_listening_address_an
     let store = common::open_store(&server.data_dir, None, &server.data_dir.join("master.key")).await;
     let user = store.user_by_email("rae@example.org").await.unwrap().unwrap();
     let mail = store.mail_of_user(&user.id).await.unwrap().into_iter().find(|m| m.kind == "password_reset").unwrap();
-    assert!(mail.body_text.contains(&format!("{}/reset-password?token={token}", server.url)), "links use the listening address {}: {} (token {token})", server.url, mail.body_text);
+    assert!(
+        mail.body_text.contains(&format!("{}/reset-password?token={token}", server.url)),
+        "links use the listening address {}: {} (token {token})",
+        server.url,
+        mail.body_text
+    );
     store.close().await;
     let resp = other.post_form("/reset-password", &[("token", &token), ("password", "the second passphrase")]).await;
     assert_eq!(resp.headers()["location"], "/signin?notice=password_reset");

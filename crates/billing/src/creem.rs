@@ -44,7 +44,11 @@ pub async fn parse_event(payload: &[u8], config: &BillingConfig, store: &Store) 
     let o = &v["object"];
     let meta = |k: &str| s(&o["metadata"][k]);
     let now = store::now_ms();
-    let product_of = |o: &Value| meta("product").and_then(|k| config.product(&k)).or_else(|| config.product_by_provider_id(PROVIDER, &s(&o["product"]).unwrap_or_default()));
+    let product_of = |o: &Value| {
+        meta("product")
+            .and_then(|k| config.product(&k))
+            .or_else(|| config.product_by_provider_id(PROVIDER, &s(&o["product"]).unwrap_or_default()))
+    };
 
     let action = match event_type.as_str() {
         "checkout.completed" => {
@@ -106,7 +110,8 @@ pub async fn parse_event(payload: &[u8], config: &BillingConfig, store: &Store) 
                     let reference = transaction
                         .clone()
                         .unwrap_or_else(|| format!("{sub_id}:{}", o["current_period_start_date"].as_str().unwrap_or_default()));
-                    let amount = o["last_transaction"]["amount"].as_i64().or_else(|| o["product"]["price"].as_i64()).unwrap_or(plan.price_minor);
+                    let amount =
+                        o["last_transaction"]["amount"].as_i64().or_else(|| o["product"]["price"].as_i64()).unwrap_or(plan.price_minor);
                     BillingAction::Grant {
                         user_id: user_id.clone(),
                         credits: plan.monthly_credits,
@@ -119,7 +124,9 @@ pub async fn parse_event(payload: &[u8], config: &BillingConfig, store: &Store) 
                             payment_ref: s(&o["last_transaction"]["order"]).or(Some(reference)),
                             product: format!("plan:{}", plan.id),
                             amount_minor: amount,
-                            currency: s(&o["product"]["currency"]).map(|c| c.to_ascii_lowercase()).unwrap_or_else(|| config.currency.clone()),
+                            currency: s(&o["product"]["currency"])
+                                .map(|c| c.to_ascii_lowercase())
+                                .unwrap_or_else(|| config.currency.clone()),
                         },
                         subscription: Some(SubscriptionState {
                             provider: PROVIDER.into(),

@@ -288,7 +288,8 @@ impl BillingConfig {
             .or_else(|| self.prices.sizes.get(size))
             .copied()
             .ok_or_else(|| Error::invalid(format!("size {size} has no price")))?;
-        let factor = self.prices.qualities.get(quality).copied().ok_or_else(|| Error::invalid(format!("quality {quality} has no price")))?;
+        let factor =
+            self.prices.qualities.get(quality).copied().ok_or_else(|| Error::invalid(format!("quality {quality} has no price")))?;
         let cost = per_image.saturating_mul(factor).saturating_mul(i64::from(n.max(1)));
         if cost <= 0 {
             return Err(Error::internal("a request was priced at zero"));
@@ -353,10 +354,8 @@ pub async fn run_sweeper(store: Store, every: Duration, mut shutdown: tokio::syn
 /// The fields of a webhook event we keep (C15): only those we use, with
 /// any card-like digit run replaced, as compact JSON.
 pub fn summary(fields: &[(&str, Option<String>)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = fields
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), serde_json::Value::String(redact_card_numbers(v)))))
-        .collect();
+    let map: serde_json::Map<String, serde_json::Value> =
+        fields.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), serde_json::Value::String(redact_card_numbers(v))))).collect();
     serde_json::Value::Object(map).to_string()
 }
 
@@ -373,7 +372,10 @@ pub fn redact_card_numbers(text: &str) -> String {
         if chars[i].is_ascii_digit() {
             let mut j = i;
             let mut digits = 0;
-            while j < chars.len() && (chars[j].is_ascii_digit() || ((chars[j] == ' ' || chars[j] == '-') && j + 1 < chars.len() && chars[j + 1].is_ascii_digit())) {
+            while j < chars.len()
+                && (chars[j].is_ascii_digit()
+                    || ((chars[j] == ' ' || chars[j] == '-') && j + 1 < chars.len() && chars[j + 1].is_ascii_digit()))
+            {
                 digits += usize::from(chars[j].is_ascii_digit());
                 j += 1;
             }

@@ -201,8 +201,10 @@ pub async fn parse_event(payload: &[u8], config: &BillingConfig, store: &Store) 
             }
         }
         "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
-            let status = if event_type == "customer.subscription.deleted" { "canceled".to_string() } else { s(&o["status"]).unwrap_or_default() };
-            let period_end = o["current_period_end"].as_i64().or_else(|| o["items"]["data"][0]["current_period_end"].as_i64()).map(|t| t * 1000);
+            let status =
+                if event_type == "customer.subscription.deleted" { "canceled".to_string() } else { s(&o["status"]).unwrap_or_default() };
+            let period_end =
+                o["current_period_end"].as_i64().or_else(|| o["items"]["data"][0]["current_period_end"].as_i64()).map(|t| t * 1000);
             let plan = meta(o, "product").and_then(|k| config.product(&k)).and_then(|p| match p {
                 Product::Plan(plan) => Some(plan.id.clone()),
                 Product::Pack(_) => None,
@@ -278,7 +280,8 @@ impl StripeClient {
     }
 
     async fn post_form(&self, path: &str, form: &[(String, String)]) -> Result<Value> {
-        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form.iter().map(|(k, v)| (k.as_str(), v.as_str()))).finish();
+        let body =
+            url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form.iter().map(|(k, v)| (k.as_str(), v.as_str()))).finish();
         let response = self
             .http
             .post(format!("{}{path}", self.base))

@@ -93,16 +93,10 @@ impl LocalDirStore {
         Ok(self.root.join(key))
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        key: &str,
-        f: impl FnOnce(PathBuf, PathBuf) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn blocking<T: Send + 'static>(&self, key: &str, f: impl FnOnce(PathBuf, PathBuf) -> Result<T> + Send + 'static) -> Result<T> {
         let path = self.path_of(key)?;
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || f(root, path))
-            .await
-            .map_err(|e| Error::internal(format!("storage task failed: {e}")))?
+        tokio::task::spawn_blocking(move || f(root, path)).await.map_err(|e| Error::internal(format!("storage task failed: {e}")))?
     }
 }
 
@@ -142,14 +136,10 @@ fn put_blocking(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
             Err(e) => return Err(io_error("create temp file", &tmp_path, e)),
         }
     };
-    let written = file
-        .write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(|e| io_error("write", &tmp_path, e))
-        .and_then(|_| {
-            drop(file);
-            std::fs::rename(&tmp_path, path).map_err(|e| io_error("rename", path, e))
-        });
+    let written = file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|e| io_error("write", &tmp_path, e)).and_then(|_| {
+        drop(file);
+        std::fs::rename(&tmp_path, path).map_err(|e| io_error("rename", path, e))
+    });
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp_path);
         return Err(e);

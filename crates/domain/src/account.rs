@@ -96,10 +96,7 @@ pub fn check_age(birth_date: &str, today: Date, min_age: u32) -> Result<()> {
         return Err(Error::invalid("date of birth is in the future"));
     }
     if born.age_on(today) < i64::from(min_age) {
-        return Err(Error::new(
-            ErrorCode::AgeRequirementNotMet,
-            format!("you must be at least {min_age} years old to use Atelier"),
-        ));
+        return Err(Error::new(ErrorCode::AgeRequirementNotMet, format!("you must be at least {min_age} years old to use Atelier")));
     }
     Ok(())
 }

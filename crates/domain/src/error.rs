@@ -131,7 +131,9 @@ impl ErrorCode {
             | ErrorCode::InvalidToken
             | ErrorCode::ExternalSignInFailed
             | ErrorCode::InvalidSignature => 400,
-            ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials | ErrorCode::InvalidCode | ErrorCode::ReauthenticationRequired => 401,
+            ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials | ErrorCode::InvalidCode | ErrorCode::ReauthenticationRequired => {
+                401
+            }
             ErrorCode::Forbidden | ErrorCode::CsrfFailed | ErrorCode::AccountSuspended | ErrorCode::EmailNotVerified => 403,
             // Payment Required: buy credits (or settle a refunded purchase).
             ErrorCode::InsufficientCredits | ErrorCode::AccountInDebt => 402,

@@ -17,10 +17,8 @@ impl ImageSize {
         if s == "auto" {
             return Ok(ImageSize { width: 1024, height: 1024 });
         }
-        let parsed = s
-            .split_once('x')
-            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
-            .filter(|wh| SIZES.contains(wh));
+        let parsed =
+            s.split_once('x').and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?))).filter(|wh| SIZES.contains(wh));
         match parsed {
             Some((width, height)) => Ok(ImageSize { width, height }),
             None => Err(Error::new(

@@ -36,7 +36,15 @@ async fn main() {
     let mut sheet = imaging::RgbaImage::new(tw * 2, th * rows.len() as u32);
     for (row, (prompt, style)) in rows.iter().enumerate() {
         for seed in 1..=2u64 {
-            let req = GenerateRequest { prompt: prompt.clone(), width: 1536, height: 1024, style: style.clone(), seed, n: 1, ..Default::default() };
+            let req = GenerateRequest {
+                prompt: prompt.clone(),
+                width: 1536,
+                height: 1024,
+                style: style.clone(),
+                seed,
+                n: 1,
+                ..Default::default()
+            };
             let start = Instant::now();
             let out = ProceduralEngine.generate(&req, Observer::silent()).await.unwrap();
             let rendered = start.elapsed();

@@ -59,7 +59,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn holds_the_result_for_at_least_the_minimum() {
         let engine = Paced { inner: ProceduralEngine, min: Duration::from_secs(30) };
-        let req = GenerateRequest { prompt: "a lake".into(), width: 64, height: 64, style: "none".into(), seed: 1, n: 1, ..Default::default() };
+        let req =
+            GenerateRequest { prompt: "a lake".into(), width: 64, height: 64, style: "none".into(), seed: 1, n: 1, ..Default::default() };
         let started = tokio::time::Instant::now();
         let images = engine.generate(&req, Observer::silent()).await.unwrap();
         assert_eq!(images.len(), 1);

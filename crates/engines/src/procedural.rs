@@ -480,13 +480,18 @@ impl Palette {
         }
     }
 
-
     /// A palette from the prompt: colour words set the hue, time words the
     /// light; subjects pick the land colours and the terrain.
     fn from_prompt(prompt: &str, reading: &Reading) -> Palette {
         let mut p = Rng(hash64(&[b"palette", prompt.as_bytes()]));
         let hashed_hue = p.range(0.0, 360.0);
-        let s = if reading.muted && reading.hue.is_none() { 0.25 } else if reading.muted { 0.6 } else { 1.0 };
+        let s = if reading.muted && reading.hue.is_none() {
+            0.25
+        } else if reading.muted {
+            0.6
+        } else {
+            1.0
+        };
         let terrain = terrain_for(reading, &mut p);
         let desert = reading.has(Subject::Desert);
         match reading.time {
@@ -513,7 +518,12 @@ impl Palette {
                     (Terrain::Hills, _) => (hsl(100.0, 0.4, 0.5), hsl(112.0, 0.5, 0.22)),
                 };
                 Palette {
-                    sky: [hsl(hz, 0.62 * s, 0.4), hsl(hz - 4.0, 0.58 * s, 0.53), hsl(hz - 10.0, 0.5 * s, 0.68), hsl(hz - 20.0, 0.4 * s, 0.86)],
+                    sky: [
+                        hsl(hz, 0.62 * s, 0.4),
+                        hsl(hz - 4.0, 0.58 * s, 0.53),
+                        hsl(hz - 10.0, 0.5 * s, 0.68),
+                        hsl(hz - 20.0, 0.4 * s, 0.86),
+                    ],
                     glow: hsl(50.0, 0.9, 0.95),
                     accent: hsl(hz, 0.25 * s, 0.96),
                     land_far: far,
@@ -688,7 +698,11 @@ enum LayerKind {
     Land,
     Water,
     /// Buildings; lit windows on a grid of `cell` pixels.
-    City { seed: u64, cell: (f32, f32), lit: f32 },
+    City {
+        seed: u64,
+        cell: (f32, f32),
+        lit: f32,
+    },
 }
 
 struct Layer {
@@ -1097,7 +1111,17 @@ impl Scene {
     /// Silhouette `k` of `count`, far (0) to near; `spread` is how far down
     /// the near layers stand (0 = all on the horizon, as behind a lake).
     #[allow(clippy::too_many_arguments)]
-    fn layer(pal: &Palette, reading: &Reading, k: usize, count: usize, horizon: f32, spread: f32, w: usize, h: usize, rng: &mut Rng) -> Layer {
+    fn layer(
+        pal: &Palette,
+        reading: &Reading,
+        k: usize,
+        count: usize,
+        horizon: f32,
+        spread: f32,
+        w: usize,
+        h: usize,
+        rng: &mut Rng,
+    ) -> Layer {
         let hf = h as f32;
         let depth = k as f32 / (count - 1).max(1) as f32; // 0 far .. 1 near
         let base = (horizon + depth * (1.0 - horizon) * spread) * hf;
@@ -1235,9 +1259,8 @@ impl Scene {
         let q = &self.cloud;
         let n1 = (px * 3.1 + 2.0 * (py * 7.3 + q[0]).sin() + q[1]).sin() * (py * 11.0 + 1.5 * (px * 2.3 + q[2]).sin() + q[3]).sin();
         let n2 = (px * 6.7 + 1.3 * (py * 13.0 + q[4]).sin() + q[5]).sin() * (py * 17.0 + px * 1.1 + q[6]).sin();
-        let d = smoothstep(0.2, 1.0, 0.7 * n1 + 0.3 * n2 + 0.2 * (px * 0.9 + q[7]).sin())
-            * self.cloud_amount
-            * (1.0 - smoothstep(0.7, 1.0, t));
+        let d =
+            smoothstep(0.2, 1.0, 0.7 * n1 + 0.3 * n2 + 0.2 * (px * 0.9 + q[7]).sin()) * self.cloud_amount * (1.0 - smoothstep(0.7, 1.0, t));
         let cloud_col = if self.storm { [0.12, 0.13, 0.15] } else { mix(self.pal.sky[3], self.pal.accent, 0.35) };
         c = mix(c, cloud_col, d * if self.storm { 0.8 } else { 0.55 });
 
@@ -1319,7 +1342,13 @@ impl Scene {
             }
         }
 
-        let layer_limit = if stage == 0 { 0 } else if stage == 1 { self.layers.len().div_ceil(2) } else { self.layers.len() };
+        let layer_limit = if stage == 0 {
+            0
+        } else if stage == 1 {
+            self.layers.len().div_ceil(2)
+        } else {
+            self.layers.len()
+        };
         let horizon_col = self.pal.sky[3];
         for layer in &self.layers[..layer_limit] {
             for (x, px) in row.iter_mut().enumerate() {
@@ -1342,7 +1371,11 @@ impl Scene {
                             let r = lattice(seed ^ (gy as i64 as u64).wrapping_mul(0x9E37_79B9), gx as i64);
                             if r < lit {
                                 let warm = mix(self.pal.glow, hsl(40.0, 0.9, 0.7), 0.6);
-                                c = mix(c, mix(warm, self.pal.accent, (r / lit * 3.0).fract() * 0.4), if self.pal.night { 0.95 } else { 0.45 });
+                                c = mix(
+                                    c,
+                                    mix(warm, self.pal.accent, (r / lit * 3.0).fract() * 0.4),
+                                    if self.pal.night { 0.95 } else { 0.45 },
+                                );
                             } else {
                                 c = mix(c, [0.0; 3], 0.25);
                             }
@@ -1388,20 +1421,36 @@ impl Scene {
             }
             for &i in &self.bloom_rows[y] {
                 let d = self.blooms[i];
-                over_sdf(row, alpha, (d.x - d.r - 1.0).max(0.0) as usize, ((d.x + d.r + 2.0).max(0.0) as usize).min(w), |x| {
-                    let (dx, dy) = (x as f32 + 0.5 - d.x, yc - d.y);
-                    (dx * dx + dy * dy).sqrt() - d.r
-                }, d.color, d.alpha);
+                over_sdf(
+                    row,
+                    alpha,
+                    (d.x - d.r - 1.0).max(0.0) as usize,
+                    ((d.x + d.r + 2.0).max(0.0) as usize).min(w),
+                    |x| {
+                        let (dx, dy) = (x as f32 + 0.5 - d.x, yc - d.y);
+                        (dx * dx + dy * dy).sqrt() - d.r
+                    },
+                    d.color,
+                    d.alpha,
+                );
             }
         }
 
         if stage >= 3 {
             for &i in &self.flake_rows[y] {
                 let d = self.flakes[i];
-                over_sdf(row, alpha, (d.x - d.r - 1.0).max(0.0) as usize, ((d.x + d.r + 2.0).max(0.0) as usize).min(w), |x| {
-                    let (dx, dy) = (x as f32 + 0.5 - d.x, yc - d.y);
-                    (dx * dx + dy * dy).sqrt() - d.r
-                }, d.color, d.alpha);
+                over_sdf(
+                    row,
+                    alpha,
+                    (d.x - d.r - 1.0).max(0.0) as usize,
+                    ((d.x + d.r + 2.0).max(0.0) as usize).min(w),
+                    |x| {
+                        let (dx, dy) = (x as f32 + 0.5 - d.x, yc - d.y);
+                        (dx * dx + dy * dy).sqrt() - d.r
+                    },
+                    d.color,
+                    d.alpha,
+                );
             }
             for s in &self.rain {
                 if yc >= s.y && yc < s.y + s.len {
@@ -1577,7 +1626,13 @@ fn paint(scene: &Scene, grid: &(usize, Vec<Rgb>), stage: u8, progress: &dyn Fn(u
             for ((o, c), &a) in out.chunks_exact_mut(4).zip(&row).zip(&alpha) {
                 // Colours are premultiplied by coverage over a black sky when
                 // the background is transparent.
-                let (c, a) = if scene.transparent && a > 0.0 { (c.map(|v| v / a), a) } else if scene.transparent { ([0.0; 3], 0.0) } else { (*c, 1.0) };
+                let (c, a) = if scene.transparent && a > 0.0 {
+                    (c.map(|v| v / a), a)
+                } else if scene.transparent {
+                    ([0.0; 3], 0.0)
+                } else {
+                    (*c, 1.0)
+                };
                 o[0] = (c[0].clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
                 o[1] = (c[1].clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
                 o[2] = (c[2].clamp(0.0, 1.0) * 255.0 + 0.5) as u8;

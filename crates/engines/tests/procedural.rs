@@ -225,7 +225,10 @@ async fn c09_edit_fills_the_masked_area_and_keeps_every_other_pixel() {
             holey.put_pixel(x, y, Rgba([0, 0, 0, 0]));
         }
     }
-    let out = ProceduralEngine.edit(&EditRequest { images: vec![holey.clone()], mask: None, n: 1, ..edit.clone() }, Observer::silent()).await.unwrap();
+    let out = ProceduralEngine
+        .edit(&EditRequest { images: vec![holey.clone()], mask: None, n: 1, ..edit.clone() }, Observer::silent())
+        .await
+        .unwrap();
     assert_eq!(out[0].image.get_pixel(100, 100), holey.get_pixel(100, 100));
     assert_eq!(out[0].image.get_pixel(10, 10).0[3], 255, "the hole is filled");
 }
@@ -262,7 +265,9 @@ async fn bad_requests_are_invalid_input() {
         let err = ProceduralEngine.generate(&r, Observer::silent()).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidInput, "{r:?}");
     }
-    let err = ProceduralEngine.edit(&EditRequest { width: 64, height: 64, n: 1, style: "none".into(), ..Default::default() }, Observer::silent()).await.unwrap_err();
+    let err = ProceduralEngine
+        .edit(&EditRequest { width: 64, height: 64, n: 1, style: "none".into(), ..Default::default() }, Observer::silent())
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidInput);
 }
-

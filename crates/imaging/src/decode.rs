@@ -38,17 +38,19 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_bytes: DEFAULT_MAX_BYTES, max_width: DEFAULT_MAX_SIDE, max_height: DEFAULT_MAX_SIDE, max_pixels: DEFAULT_MAX_PIXELS }
+        DecodeLimits {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_width: DEFAULT_MAX_SIDE,
+            max_height: DEFAULT_MAX_SIDE,
+            max_pixels: DEFAULT_MAX_PIXELS,
+        }
     }
 }
 
 impl DecodeLimits {
     fn check(&self, width: u32, height: u32) -> Result<()> {
         if width > self.max_width || height > self.max_height {
-            return Err(too_large(format!(
-                "image is {width}x{height}; the limit is {}x{}",
-                self.max_width, self.max_height
-            )));
+            return Err(too_large(format!("image is {width}x{height}; the limit is {}x{}", self.max_width, self.max_height)));
         }
         if u64::from(width) * u64::from(height) > self.max_pixels {
             return Err(too_large(format!("image has {} pixels; the limit is {}", u64::from(width) * u64::from(height), self.max_pixels)));
@@ -112,7 +114,8 @@ pub fn probe(bytes: &[u8], limits: &DecodeLimits) -> Result<Probe> {
 
 /// Decodes PNG, JPEG or WebP bytes to upright RGBA8 within `limits`.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded> {
-    catch_unwind(AssertUnwindSafe(|| decode_unguarded(bytes, limits))).unwrap_or_else(|_| Err(invalid_image("the image could not be decoded")))
+    catch_unwind(AssertUnwindSafe(|| decode_unguarded(bytes, limits)))
+        .unwrap_or_else(|_| Err(invalid_image("the image could not be decoded")))
 }
 
 /// [`decode`] without the panic guard, for the fuzz target: a panic there is
@@ -127,7 +130,9 @@ pub fn decode_unguarded(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded> 
     let name = probe.format.as_str();
     let err = |e: ImageError| decode_error(name, e);
     let (img, orientation) = match probe.format {
-        Format::Png => finish(PngDecoder::with_limits(Cursor::new(bytes), image_limits.clone()).map_err(err)?, &probe, limits, image_limits)?,
+        Format::Png => {
+            finish(PngDecoder::with_limits(Cursor::new(bytes), image_limits.clone()).map_err(err)?, &probe, limits, image_limits)?
+        }
         Format::Jpeg => finish(JpegDecoder::new(Cursor::new(bytes)).map_err(err)?, &probe, limits, image_limits)?,
         Format::Webp => finish(WebPDecoder::new(Cursor::new(bytes)).map_err(err)?, &probe, limits, image_limits)?,
     };
@@ -143,7 +148,9 @@ fn finish<D: ImageDecoder>(mut decoder: D, probe: &Probe, limits: &DecodeLimits,
     // Unreadable EXIF is not a reason to refuse the picture.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (w, h) = match orientation {
-        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH => (probe.height, probe.width),
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH => {
+            (probe.height, probe.width)
+        }
         _ => (probe.width, probe.height),
     };
     limits.check(w, h)?;

@@ -23,18 +23,17 @@ pub mod styles;
 mod upload;
 
 pub use decode::{
-    decode, decode_png, decode_png_with, decode_scaled, decode_scaled_unguarded, decode_unguarded, png_dimensions, probe, sniff, DecodeLimits, Decoded,
-    Probe, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE,
+    decode, decode_png, decode_png_with, decode_scaled, decode_scaled_unguarded, decode_unguarded, png_dimensions, probe, sniff,
+    DecodeLimits, Decoded, Probe, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE,
 };
 pub use domain::params::OutputFormat as Format;
 pub use encode::{encode, encode_jpeg, encode_png, encode_webp, flatten, Encoded};
 pub use image::{Rgba, RgbaImage};
 pub use mask::{composite_masked, has_transparency, mask_from_alpha};
-pub use upload::{sanitize_upload, Sanitized, UPLOAD_JPEG_QUALITY};
 pub use ops::{
-    is_opaque, resize, resize_nearest, sharpen, thumbnail, thumbnail_from_bytes, thumbnail_png, thumbnail_size, upscale,
-    THUMBNAIL_QUALITY,
+    is_opaque, resize, resize_nearest, sharpen, thumbnail, thumbnail_from_bytes, thumbnail_png, thumbnail_size, upscale, THUMBNAIL_QUALITY,
 };
+pub use upload::{sanitize_upload, Sanitized, UPLOAD_JPEG_QUALITY};
 
 pub const PNG_CONTENT_TYPE: &str = "image/png";
 pub const JPEG_CONTENT_TYPE: &str = "image/jpeg";

@@ -106,7 +106,15 @@ fn seam_weights(mask: &RgbaImage, feather: u32) -> Vec<u16> {
     }
     let span = feather.max(1) * 3;
     d.into_iter()
-        .map(|v| if v == 0 { 0 } else if v >= span { 256 } else { ((v * 256) / span).max(1) as u16 })
+        .map(|v| {
+            if v == 0 {
+                0
+            } else if v >= span {
+                256
+            } else {
+                ((v * 256) / span).max(1) as u16
+            }
+        })
         .collect()
 }
 
@@ -132,7 +140,13 @@ mod tests {
         assert!(a > 10 && a < b && b < 250, "seam ramps: {a} {b}");
         // A fully transparent mask replaces everything.
         let all = RgbaImage::from_pixel(8, 8, Rgba([0, 0, 0, 0]));
-        let out = composite_masked(&RgbaImage::from_pixel(8, 8, Rgba([1, 1, 1, 255])), &RgbaImage::from_pixel(8, 8, Rgba([9, 9, 9, 255])), &all, 4).unwrap();
+        let out = composite_masked(
+            &RgbaImage::from_pixel(8, 8, Rgba([1, 1, 1, 255])),
+            &RgbaImage::from_pixel(8, 8, Rgba([9, 9, 9, 255])),
+            &all,
+            4,
+        )
+        .unwrap();
         assert!(out.pixels().all(|p| p.0 == [9, 9, 9, 255]));
     }
 }

@@ -24,7 +24,8 @@ fn resize_alg(img: &RgbaImage, width: u32, height: u32, alg: ResizeAlg) -> Resul
     if img.dimensions() == (width, height) {
         return Ok(img.clone());
     }
-    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x4).map_err(|e| Error::internal(format!("resize: {e}")))?;
+    let src =
+        ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x4).map_err(|e| Error::internal(format!("resize: {e}")))?;
     let mut dst = Image::new(width, height, PixelType::U8x4);
     // Opaque images skip the alpha multiply/divide (it would change nothing).
     // fast_image_resize premultiplies itself: never hand it premultiplied pixels.

@@ -195,7 +195,13 @@ impl Scale for V3 {
     }
 }
 
-fn blur_line<T: Copy + Default + std::ops::Add<Output = T> + std::ops::Sub<Output = T> + Scale>(src: &[T], out: &mut [T], r: usize, norm: f32, _stride: usize) {
+fn blur_line<T: Copy + Default + std::ops::Add<Output = T> + std::ops::Sub<Output = T> + Scale>(
+    src: &[T],
+    out: &mut [T],
+    r: usize,
+    norm: f32,
+    _stride: usize,
+) {
     let n = src.len();
     let at = |i: isize| src[i.clamp(0, n as isize - 1) as usize];
     let mut sum = T::default();
@@ -443,7 +449,8 @@ fn neon(img: &RgbaImage) -> RgbaImage {
         })
         .collect();
     let glow = blur_rgb(&lines, w, h, radius(img, 5.0), 2);
-    let px: Vec<Rgb> = (0..w * h).into_par_iter().map(|i| [0, 1, 2].map(|k| base[i][k] * 0.16 + lines[i][k] * 1.1 + glow[i][k] * 1.8)).collect();
+    let px: Vec<Rgb> =
+        (0..w * h).into_par_iter().map(|i| [0, 1, 2].map(|k| base[i][k] * 0.16 + lines[i][k] * 1.1 + glow[i][k] * 1.8)).collect();
     from_rgb(img, &px)
 }
 

@@ -173,12 +173,7 @@ fn limits_are_configurable_and_checked_from_the_header() {
         f(&mut l);
         l
     };
-    for l in [
-        tight(|l| l.max_bytes = 10),
-        tight(|l| l.max_width = 29),
-        tight(|l| l.max_height = 19),
-        tight(|l| l.max_pixels = 599),
-    ] {
+    for l in [tight(|l| l.max_bytes = 10), tight(|l| l.max_width = 29), tight(|l| l.max_height = 19), tight(|l| l.max_pixels = 599)] {
         assert_eq!(decode(&png, &l).unwrap_err().code, ErrorCode::ImageTooLarge, "{l:?}");
     }
     assert!(decode(&png, &tight(|l| l.max_pixels = 600)).is_ok());

@@ -133,8 +133,7 @@ impl Mailer {
     /// Fails with `invalid_input` on a bad `from` or `smtp_tls`.
     pub fn new(cfg: &MailConfig, mail_dir: PathBuf) -> Result<Mailer> {
         let from_str = if cfg.from.trim().is_empty() { DEFAULT_FROM } else { cfg.from.trim() };
-        let from: Mailbox =
-            from_str.parse().map_err(|e| Error::invalid(format!("mail.from is not a valid address: {e}")))?;
+        let from: Mailbox = from_str.parse().map_err(|e| Error::invalid(format!("mail.from is not a valid address: {e}")))?;
 
         let host = cfg.smtp_host.trim();
         let transport = if host.is_empty() {
@@ -146,16 +145,10 @@ impl Mailer {
                 "tls" => Tls::Wrapper(tls_parameters(host)?),
                 "none" => Tls::None,
                 _ => {
-                    return Err(Error::invalid(format!(
-                        "mail.smtp_tls must be \"starttls\", \"tls\" or \"none\", not {:?}",
-                        cfg.smtp_tls
-                    )))
+                    return Err(Error::invalid(format!("mail.smtp_tls must be \"starttls\", \"tls\" or \"none\", not {:?}", cfg.smtp_tls)))
                 }
             };
-            let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-                .port(port)
-                .tls(tls)
-                .timeout(Some(SMTP_TIMEOUT));
+            let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(port).tls(tls).timeout(Some(SMTP_TIMEOUT));
             if !cfg.smtp_username.is_empty() {
                 builder = builder.credentials(Credentials::new(cfg.smtp_username.clone(), cfg.smtp_password.clone()));
             }
@@ -257,8 +250,7 @@ impl Mailer {
 }
 
 fn tls_parameters(host: &str) -> Result<TlsParameters> {
-    TlsParameters::new(host.to_string())
-        .map_err(|e| Error::invalid(format!("mail.smtp_host cannot be used for TLS: {e}")))
+    TlsParameters::new(host.to_string()).map_err(|e| Error::invalid(format!("mail.smtp_host cannot be used for TLS: {e}")))
 }
 
 /// `{created_at}-{id}.eml`; refuses ids that could escape the directory.
@@ -305,12 +297,7 @@ fn write_atomically_blocking(dir: &Path, name: &str, bytes: &[u8]) -> std::io::R
 
 /// Delivers due mail now and then every `interval` until `shutdown` becomes
 /// true (or its sender is dropped). Errors are logged, never raised.
-pub async fn run(
-    mailer: Arc<Mailer>,
-    store: Store,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-    interval: Duration,
-) {
+pub async fn run(mailer: Arc<Mailer>, store: Store, mut shutdown: tokio::sync::watch::Receiver<bool>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -364,8 +351,7 @@ mod tests {
         let m = Mailer::new(&MailConfig::default(), dir.clone()).unwrap();
         assert!(matches!(m.transport(), Transport::Dir(d) if *d == dir));
         for tls in ["starttls", "tls", "none", ""] {
-            let cfg =
-                MailConfig { smtp_host: "smtp.example.com".into(), smtp_tls: tls.into(), ..MailConfig::default() };
+            let cfg = MailConfig { smtp_host: "smtp.example.com".into(), smtp_tls: tls.into(), ..MailConfig::default() };
             assert!(matches!(Mailer::new(&cfg, dir.clone()).unwrap().transport(), Transport::Smtp(_)), "{tls}");
         }
         let cfg = MailConfig { smtp_host: "smtp.example.com".into(), smtp_tls: "ssl3".into(), ..MailConfig::default() };

@@ -43,12 +43,7 @@ fn free_port() -> u16 {
 }
 
 fn smtp_config(port: u16) -> MailConfig {
-    MailConfig {
-        smtp_host: "127.0.0.1".to_string(),
-        smtp_port: port,
-        smtp_tls: "none".to_string(),
-        ..MailConfig::default()
-    }
+    MailConfig { smtp_host: "127.0.0.1".to_string(), smtp_port: port, smtp_tls: "none".to_string(), ..MailConfig::default() }
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
@@ -131,12 +126,7 @@ print(json.dumps({
 }))
 "#;
     let out = Command::new("python3").args(["-c", script]).arg(path).output().expect("run python3");
-    assert!(
-        out.status.success(),
-        "python could not parse {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "python could not parse {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("python output is JSON")
 }
 
@@ -236,15 +226,9 @@ async fn dir_transport_writes_one_complete_eml_per_message_and_marks_sent() {
 
         let text = String::from_utf8(std::fs::read(&path).unwrap()).expect("UTF-8 file");
         let (head, body) = text.split_once("\r\n\r\n").expect("headers, blank line, body");
-        for header in [
-            "From: ",
-            "To: ",
-            "Subject: ",
-            "Date: ",
-            "Message-ID: ",
-            "MIME-Version: 1.0",
-            "Content-Type: text/plain; charset=utf-8",
-        ] {
+        for header in
+            ["From: ", "To: ", "Subject: ", "Date: ", "Message-ID: ", "MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8"]
+        {
             assert!(head.lines().any(|l| l.starts_with(header)), "missing {header:?} in\n{head}");
         }
         assert!(head.contains(&format!("Message-ID: <{}@localhost>", mail.id)));
@@ -252,8 +236,7 @@ async fn dir_transport_writes_one_complete_eml_per_message_and_marks_sent() {
         assert!(head.contains(to));
         assert!(!body.trim().is_empty());
     }
-    let plain =
-        std::fs::read_to_string(mail_dir.join(format!("{}-{a}.eml", row(&db.store, &a).await.created_at))).unwrap();
+    let plain = std::fs::read_to_string(mail_dir.join(format!("{}-{a}.eml", row(&db.store, &a).await.created_at))).unwrap();
     assert!(plain.contains("Subject: Plain subject\r\n"));
     assert!(plain.ends_with("Plain body line\r\n") || plain.ends_with("Plain body line\n"), "{plain:?}");
 

@@ -55,7 +55,12 @@ pub async fn purge_account(store: &Store, objects: &dyn BlobStore, user_id: &str
 }
 
 pub async fn tombstones(objects: &dyn BlobStore) -> Result<HashSet<String>> {
-    Ok(objects.list_prefix(TOMBSTONE_PREFIX).await?.into_iter().filter_map(|k| k.strip_prefix(TOMBSTONE_PREFIX).map(str::to_string)).collect())
+    Ok(objects
+        .list_prefix(TOMBSTONE_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|k| k.strip_prefix(TOMBSTONE_PREFIX).map(str::to_string))
+        .collect())
 }
 
 /// Purges again every account of the database that has a tombstone: run

@@ -58,11 +58,11 @@ impl Store {
 
     /// Revokes one of the owner's keys; another account's key is `not_found`.
     pub async fn revoke_api_key(&self, owner_id: &str, id: &str) -> Result<ApiKey> {
-        let sql = format!(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE owner_id = $1 AND id = $2 RETURNING {KEY_COLUMNS}"
-        );
+        let sql =
+            format!("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE owner_id = $1 AND id = $2 RETURNING {KEY_COLUMNS}");
         let now = now_ms();
-        let key: Option<ApiKey> = with_tx!(self, tx => sqlx::query_as(&sql).bind(owner_id).bind(id).bind(now).fetch_optional(&mut *tx).await.map_err(db_err)?);
+        let key: Option<ApiKey> =
+            with_tx!(self, tx => sqlx::query_as(&sql).bind(owner_id).bind(id).bind(now).fetch_optional(&mut *tx).await.map_err(db_err)?);
         key.ok_or_else(Error::not_found)
     }
 
@@ -70,7 +70,8 @@ impl Store {
     /// use (at most once a minute).
     pub async fn api_key_by_hash(&self, secret_hash: &str) -> Result<Option<(ApiKey, User)>> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL");
-        let key: Option<ApiKey> = with_pool!(self, pool => sqlx::query_as(&sql).bind(secret_hash).fetch_optional(pool).await.map_err(db_err)?);
+        let key: Option<ApiKey> =
+            with_pool!(self, pool => sqlx::query_as(&sql).bind(secret_hash).fetch_optional(pool).await.map_err(db_err)?);
         let Some(key) = key else { return Ok(None) };
         let Some(user) = self.user_by_id(&key.owner_id).await?.filter(|u| u.status == "active") else { return Ok(None) };
         let now = now_ms();

@@ -42,7 +42,8 @@ impl Store {
 
     pub async fn get_asset(&self, owner_id: &str, id: &str) -> Result<Asset> {
         let sql = format!("SELECT {ASSET_COLUMNS} FROM assets WHERE id = $1 AND owner_id = $2");
-        let asset: Option<Asset> = with_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await.map_err(db_err)?);
+        let asset: Option<Asset> =
+            with_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await.map_err(db_err)?);
         asset.ok_or_else(Error::not_found)
     }
 
@@ -67,7 +68,8 @@ impl Store {
     /// must remove from the blob store.
     pub async fn asset_family(&self, owner_id: &str, id: &str) -> Result<Vec<Asset>> {
         let sql = format!("SELECT {ASSET_COLUMNS} FROM assets WHERE owner_id = $1 AND (id = $2 OR parent_id = $2) ORDER BY id");
-        let family: Vec<Asset> = with_pool!(self, pool => sqlx::query_as(&sql).bind(owner_id).bind(id).fetch_all(pool).await.map_err(db_err)?);
+        let family: Vec<Asset> =
+            with_pool!(self, pool => sqlx::query_as(&sql).bind(owner_id).bind(id).fetch_all(pool).await.map_err(db_err)?);
         if family.iter().any(|a| a.id == id) {
             Ok(family)
         } else {
@@ -88,7 +90,8 @@ impl Store {
     /// Marks an output as saved (kept past the unsaved-output retention) or not.
     pub async fn set_asset_saved(&self, owner_id: &str, id: &str, saved: bool) -> Result<Asset> {
         let sql = format!("UPDATE assets SET saved = $3 WHERE owner_id = $1 AND id = $2 RETURNING {ASSET_COLUMNS}");
-        let asset: Option<Asset> = with_tx!(self, tx => sqlx::query_as(&sql).bind(owner_id).bind(id).bind(saved).fetch_optional(&mut *tx).await.map_err(db_err)?);
+        let asset: Option<Asset> =
+            with_tx!(self, tx => sqlx::query_as(&sql).bind(owner_id).bind(id).bind(saved).fetch_optional(&mut *tx).await.map_err(db_err)?);
         asset.ok_or_else(Error::not_found)
     }
 }

@@ -56,8 +56,7 @@ impl Store {
             "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE ($1 IS NULL OR actor_id = $1 OR target_id = $1) \
              AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
         );
-        let rows: Vec<AuditRecord> =
-            with_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).bind(before).bind(limit + 1).fetch_all(pool).await.map_err(db_err)?);
+        let rows: Vec<AuditRecord> = with_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).bind(before).bind(limit + 1).fetch_all(pool).await.map_err(db_err)?);
         Ok(Page::from_rows(rows, limit, |r| &r.id))
     }
 }

@@ -108,7 +108,10 @@ impl Store {
     /// Replaces the account's email with a confirmed new one (verified by
     /// the confirmation itself); a taken address is `email_taken`.
     pub async fn change_email(&self, user_id: &str, email: &str, at: i64) -> Result<User> {
-        let sql = format!("UPDATE users SET email = $2, email_verified_at = $3, updated_at = $3 WHERE id = $1 RETURNING {}", crate::users::USER_COLUMNS);
+        let sql = format!(
+            "UPDATE users SET email = $2, email_verified_at = $3, updated_at = $3 WHERE id = $1 RETURNING {}",
+            crate::users::USER_COLUMNS
+        );
         let updated: std::result::Result<Option<User>, sqlx::Error> = with_tx!(self, tx => {
             sqlx::query_as(&sql).bind(user_id).bind(email).bind(at).fetch_optional(&mut *tx).await
         });
@@ -166,7 +169,9 @@ impl Store {
         });
         match inserted {
             Ok(identity) => Ok(identity),
-            Err(e) if is_unique_violation(&e) => Err(Error::new(ErrorCode::IdentityInUse, "this provider account is already linked to an account")),
+            Err(e) if is_unique_violation(&e) => {
+                Err(Error::new(ErrorCode::IdentityInUse, "this provider account is already linked to an account"))
+            }
             Err(e) => Err(db_err(e)),
         }
     }
@@ -243,7 +248,9 @@ impl Store {
 
     /// Reads a usable token without using it (to show a confirmation page).
     pub async fn peek_auth_token(&self, purpose: &str, token_hash: &str, now: i64) -> Result<Option<AuthToken>> {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM auth_tokens WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3");
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM auth_tokens WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3"
+        );
         with_pool!(self, pool => sqlx::query_as(&sql).bind(token_hash).bind(purpose).bind(now).fetch_optional(pool).await.map_err(db_err))
     }
 

@@ -156,7 +156,12 @@ pub enum BillingAction {
     Subscription(SubscriptionState),
     /// A refund (`refunded_minor` of the payment's amount, `None` = all) or
     /// a dispute (always all): the purchase's credits are taken back.
-    TakeBack { provider: String, payment_ref: String, refunded_minor: Option<i64>, dispute: bool },
+    TakeBack {
+        provider: String,
+        payment_ref: String,
+        refunded_minor: Option<i64>,
+        dispute: bool,
+    },
 }
 
 /// A verified webhook event, reduced to what we use.
@@ -174,14 +179,20 @@ pub struct BillingEvent {
 pub enum EventOutcome {
     /// This event id was processed before: nothing done.
     Duplicate,
-    Granted { user_id: String, credits: i64 },
+    Granted {
+        user_id: String,
+        credits: i64,
+    },
     /// Another event already granted this purchase.
     AlreadyGranted,
     /// The purchase was refunded before it was reported paid.
     RefundedBeforeGrant,
     /// The account no longer exists; the payment is recorded without it.
     NoAccount,
-    TakenBack { user_id: Option<String>, credits: i64 },
+    TakenBack {
+        user_id: Option<String>,
+        credits: i64,
+    },
     Recorded,
 }
 
@@ -793,8 +804,25 @@ trait LedgerSteps {
     async fn ensure_balance(&mut self, user_id: &str, now: i64) -> Result<()>;
     /// Creates the row if missing and locks it until the transaction ends.
     async fn lock_balance(&mut self, user_id: &str, now: i64) -> Result<(i64, i64, i64)>;
-    async fn entry(&mut self, user_id: &str, kind: &str, amount: i64, reason: &str, reference: Option<&str>, expires_at: Option<i64>, now: i64) -> Result<()>;
-    async fn new_lot(&mut self, user_id: &str, key: &str, source: &str, amount: i64, expires_at: Option<i64>, now: i64) -> Result<Option<String>>;
+    async fn entry(
+        &mut self,
+        user_id: &str,
+        kind: &str,
+        amount: i64,
+        reason: &str,
+        reference: Option<&str>,
+        expires_at: Option<i64>,
+        now: i64,
+    ) -> Result<()>;
+    async fn new_lot(
+        &mut self,
+        user_id: &str,
+        key: &str,
+        source: &str,
+        amount: i64,
+        expires_at: Option<i64>,
+        now: i64,
+    ) -> Result<Option<String>>;
     /// Takes `amount` from the open lots, earliest expiry first.
     async fn draw(&mut self, user_id: &str, amount: i64) -> Result<Vec<(String, i64)>>;
     /// `None` when this grant's key was granted before.
@@ -804,7 +832,14 @@ trait LedgerSteps {
     /// Available credits pay debt first: never both above zero.
     async fn settle_debt(&mut self, user_id: &str, now: i64) -> Result<()>;
     async fn expire_lot(&mut self, lot_id: &str, user_id: &str, now: i64) -> Result<i64>;
-    async fn take_back(&mut self, provider: &str, payment_ref: &str, refunded_minor: Option<i64>, dispute: bool, now: i64) -> Result<EventOutcome>;
+    async fn take_back(
+        &mut self,
+        provider: &str,
+        payment_ref: &str,
+        refunded_minor: Option<i64>,
+        dispute: bool,
+        now: i64,
+    ) -> Result<EventOutcome>;
     async fn upsert_subscription(&mut self, s: &SubscriptionState) -> Result<()>;
     async fn insert_mail(&mut self, mail: &NewMail, now: i64) -> Result<()>;
     async fn apply(&mut self, event: &BillingEvent, now: i64) -> Result<EventOutcome>;
@@ -817,13 +852,15 @@ const BALANCE_COLUMNS: &str = "user_id, available, held, debt, updated_at";
 const LEDGER_COLUMNS: &str = "id, user_id, kind, amount, reason, reference, expires_at, created_at";
 const LOT_COLUMNS: &str = "id, user_id, source_key, source, amount, remaining, status, expires_at, created_at";
 const PAYMENT_COLUMNS: &str = "id, user_id, provider, reference, payment_ref, product, credits, credits_refunded, amount_minor, currency, status, lot_id, created_at, updated_at";
-const SUBSCRIPTION_COLUMNS: &str = "id, user_id, provider, external_id, customer_id, plan, status, current_period_end, created_at, updated_at";
+const SUBSCRIPTION_COLUMNS: &str =
+    "id, user_id, provider, external_id, customer_id, plan, status, current_period_end, created_at, updated_at";
 
 impl Store {
     /// The account's balance; all zeros if it never had credits.
     pub async fn balance(&self, user_id: &str) -> Result<Balance> {
         let sql = format!("SELECT {BALANCE_COLUMNS} FROM balances WHERE user_id = $1");
-        let found: Option<Balance> = with_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).fetch_optional(pool).await.map_err(db_err)?);
+        let found: Option<Balance> =
+            with_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).fetch_optional(pool).await.map_err(db_err)?);
         Ok(found.unwrap_or_else(|| Balance { user_id: user_id.to_string(), ..Balance::default() }))
     }
 
@@ -883,8 +920,7 @@ impl Store {
     /// Newest first, keyset pages.
     pub async fn ledger_entries(&self, user_id: &str, before: Option<&str>, limit: i64) -> Result<Page<LedgerEntry>> {
         let sql = format!("SELECT {LEDGER_COLUMNS} FROM ledger WHERE user_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3");
-        let rows: Vec<LedgerEntry> =
-            with_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).bind(before).bind(limit + 1).fetch_all(pool).await.map_err(db_err)?);
+        let rows: Vec<LedgerEntry> = with_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).bind(before).bind(limit + 1).fetch_all(pool).await.map_err(db_err)?);
         Ok(Page::from_rows(rows, limit, |e| &e.id))
     }
 

@@ -28,8 +28,8 @@ pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, AuditRecord};
 pub use identities::{AuthToken, Identity, NewAuthToken, NewIdentity, TotpRecord, AUTH_FAILURE_RETENTION_MS};
 pub use ledger::{
-    contains_card_number, Balance, BillingAction, BillingEvent, CreditLot, EventOutcome, LedgerEntry, NewGrant, NewPayment, Payment, Subscription,
-    SubscriptionState,
+    contains_card_number, Balance, BillingAction, BillingEvent, CreditLot, EventOutcome, LedgerEntry, NewGrant, NewPayment, Payment,
+    Subscription, SubscriptionState,
 };
 pub use models::*;
 pub use tasks::Submitted;
@@ -44,7 +44,10 @@ pub struct Store {
 enum Backend {
     /// SQLite allows one writer: writes go through a one-connection pool so
     /// they queue in-process instead of failing with SQLITE_BUSY.
-    Sqlite { read: SqlitePool, write: SqlitePool },
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
@@ -95,10 +98,7 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// Milliseconds since the Unix epoch: the one time unit of every table.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,11 +127,12 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
-            let connect = |n: u32| {
-                SqlitePoolOptions::new().max_connections(n).acquire_timeout(Duration::from_secs(30)).connect_with(options.clone())
-            };
+            let connect =
+                |n: u32| SqlitePoolOptions::new().max_connections(n).acquire_timeout(Duration::from_secs(30)).connect_with(options.clone());
             let write = connect(1).await.map_err(|e| Error::new(ErrorCode::Unavailable, format!("cannot open SQLite: {e}")))?;
-            let read = connect(max_connections.max(2)).await.map_err(|e| Error::new(ErrorCode::Unavailable, format!("cannot open SQLite: {e}")))?;
+            let read = connect(max_connections.max(2))
+                .await
+                .map_err(|e| Error::new(ErrorCode::Unavailable, format!("cannot open SQLite: {e}")))?;
             Backend::Sqlite { read, write }
         } else {
             return Err(Error::invalid("database URL must start with sqlite: or postgres://"));

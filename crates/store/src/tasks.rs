@@ -4,7 +4,9 @@ use domain::{Error, ErrorCode, Result};
 
 use crate::assets::insert_asset;
 use crate::ledger::LedgerTx;
-use crate::{db_err, is_unique_violation, now_ms, with_pool, with_tx, Backend, NewAsset, NewTask, Page, Store, Task, TaskEvent, TASK_COLUMNS};
+use crate::{
+    db_err, is_unique_violation, now_ms, with_pool, with_tx, Backend, NewAsset, NewTask, Page, Store, Task, TaskEvent, TASK_COLUMNS,
+};
 
 /// Inserts one timeline step; used inside every status-changing transaction.
 macro_rules! add_event {
@@ -117,16 +119,15 @@ impl Store {
 
     pub async fn get_task(&self, owner_id: &str, id: &str) -> Result<Task> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND owner_id = $2");
-        let task: Option<Task> = with_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await.map_err(db_err)?);
+        let task: Option<Task> =
+            with_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await.map_err(db_err)?);
         self.reveal(task.ok_or_else(Error::not_found)?).await
     }
 
     /// Newest first; `before` is the last id of the previous page (ids are
     /// UUIDv7, so id order is creation order).
     pub async fn list_tasks(&self, owner_id: &str, before: Option<&str>, limit: i64) -> Result<Page<Task>> {
-        let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE owner_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
-        );
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE owner_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3");
         let rows: Vec<Task> = with_pool!(self, pool => {
             sqlx::query_as(&sql).bind(owner_id).bind(before).bind(limit + 1).fetch_all(pool).await.map_err(db_err)?
         });

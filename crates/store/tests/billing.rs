@@ -4,7 +4,8 @@
 use domain::ids::new_id;
 use domain::ErrorCode;
 use store::{
-    BillingAction, BillingEvent, EventOutcome, NewGrant, NewMail, NewPayment, NewTask, NewUser, Store, Submitted, SubscriptionState, Task, User,
+    BillingAction, BillingEvent, EventOutcome, NewGrant, NewMail, NewPayment, NewTask, NewUser, Store, Submitted, SubscriptionState, Task,
+    User,
 };
 
 store::store_tests!(
@@ -231,7 +232,17 @@ async fn c13_balance_equals_the_sum_of_the_ledger_after_random_operations(store:
                 1 => {
                     let reference = format!("cs_{seed}_{step}");
                     let pi = format!("pi_{seed}_{step}");
-                    let out = store.apply_billing_event(purchase("stripe", &format!("evt_{seed}_{step}"), &owner, &reference, &pi, 1 + rng.below(30) as i64)).await.unwrap();
+                    let out = store
+                        .apply_billing_event(purchase(
+                            "stripe",
+                            &format!("evt_{seed}_{step}"),
+                            &owner,
+                            &reference,
+                            &pi,
+                            1 + rng.below(30) as i64,
+                        ))
+                        .await
+                        .unwrap();
                     assert!(matches!(out, EventOutcome::Granted { .. }), "{out:?}");
                     purchases.push(pi);
                 }
@@ -327,7 +338,10 @@ async fn c14_an_event_acts_once_and_a_purchase_grants_once(store: Store) {
     let first = store.apply_billing_event(purchase("stripe", "evt_1", &owner, "cs_1", "pi_1", 50)).await.unwrap();
     assert_eq!(first, EventOutcome::Granted { user_id: owner.id.clone(), credits: 50 });
     for _ in 0..5 {
-        assert_eq!(store.apply_billing_event(purchase("stripe", "evt_1", &owner, "cs_1", "pi_1", 50)).await.unwrap(), EventOutcome::Duplicate);
+        assert_eq!(
+            store.apply_billing_event(purchase("stripe", "evt_1", &owner, "cs_1", "pi_1", 50)).await.unwrap(),
+            EventOutcome::Duplicate
+        );
     }
     // The same purchase reported by another event: recorded, not granted.
     let mut other = purchase("stripe", "evt_2", &owner, "cs_1", "pi_1", 50);
@@ -352,18 +366,26 @@ async fn c14_an_event_acts_once_and_a_purchase_grants_once(store: Store) {
     assert_eq!(receipts, 2, "one receipt per purchase");
     assert_eq!(store.webhook_event("stripe", "evt_2").await.unwrap().unwrap().2, "already_granted");
     // Subscriptions: an older report never overwrites a newer one.
-    let sub = |status: &str, at: i64| BillingAction::Subscription(SubscriptionState {
-        provider: "stripe".into(),
-        external_id: "sub_1".into(),
-        user_id: Some(owner.id.clone()),
-        plan: Some("pro".into()),
-        customer_id: Some("cus_1".into()),
-        status: status.into(),
-        current_period_end: Some(at + 1000),
-        event_at: at,
-    });
+    let sub = |status: &str, at: i64| {
+        BillingAction::Subscription(SubscriptionState {
+            provider: "stripe".into(),
+            external_id: "sub_1".into(),
+            user_id: Some(owner.id.clone()),
+            plan: Some("pro".into()),
+            customer_id: Some("cus_1".into()),
+            status: status.into(),
+            current_period_end: Some(at + 1000),
+            event_at: at,
+        })
+    };
     for (id, status, at) in [("evt_s2", "canceled", 2000), ("evt_s1", "active", 1000)] {
-        let event = BillingEvent { provider: "stripe".into(), event_id: id.into(), event_type: "customer.subscription.updated".into(), summary: "{}".into(), action: sub(status, at) };
+        let event = BillingEvent {
+            provider: "stripe".into(),
+            event_id: id.into(),
+            event_type: "customer.subscription.updated".into(),
+            summary: "{}".into(),
+            action: sub(status, at),
+        };
         store.apply_billing_event(event).await.unwrap();
     }
     let subs = store.subscriptions_of_user(&owner.id).await.unwrap();
@@ -395,7 +417,10 @@ async fn c16_refund_after_partial_spend_takes_back_the_rest_and_records_debt(sto
     assert_eq!((b.available, b.debt), (0, 6), "unused 4 removed; the 6 spent or held become debt");
     assert_eq!(store.ledger_sum(&owner.id).await.unwrap(), -6);
     assert_eq!(store.apply_billing_event(refund("stripe", "evt_refund", "pi_r", None)).await.unwrap(), EventOutcome::Duplicate);
-    assert_eq!(store.apply_billing_event(refund("stripe", "evt_refund_again", "pi_r", None)).await.unwrap(), EventOutcome::TakenBack { user_id: Some(owner.id.clone()), credits: 0 });
+    assert_eq!(
+        store.apply_billing_event(refund("stripe", "evt_refund_again", "pi_r", None)).await.unwrap(),
+        EventOutcome::TakenBack { user_id: Some(owner.id.clone()), credits: 0 }
+    );
     assert_eq!(store.payments_of_user(&owner.id).await.unwrap()[0].status, "refunded");
 
     assert_eq!(submit(&store, &owner, 1).await.unwrap_err(), ErrorCode::AccountInDebt, "new tasks refused while in debt");
@@ -431,7 +456,13 @@ async fn c16_partial_refunds_and_refund_before_purchase(store: Store) {
 async fn c17_low_balance_notice_is_queued_once_per_crossing(store: Store) {
     let owner = user(&store, "low@example.org").await;
     grant(&store, &owner, 10, None).await;
-    let mail = || NewMail { user_id: Some(owner.id.clone()), kind: "low_balance".into(), to_addr: owner.email.clone(), subject: "Low".into(), body_text: "Low".into() };
+    let mail = || NewMail {
+        user_id: Some(owner.id.clone()),
+        kind: "low_balance".into(),
+        to_addr: owner.email.clone(),
+        subject: "Low".into(),
+        body_text: "Low".into(),
+    };
     let mut notices = 0;
     for _ in 0..9 {
         submit(&store, &owner, 1).await.unwrap();

@@ -56,7 +56,13 @@ async fn c03_identities_link_once_and_never_leave_an_account_without_a_way_in(st
 }
 
 fn token(purpose: &str, hash: &str, user: Option<&User>, expires_at: i64) -> NewAuthToken {
-    NewAuthToken { purpose: purpose.into(), token_hash: hash.into(), user_id: user.map(|u| u.id.clone()), data: Some(r#"{"k":1}"#.into()), expires_at }
+    NewAuthToken {
+        purpose: purpose.into(),
+        token_hash: hash.into(),
+        user_id: user.map(|u| u.id.clone()),
+        data: Some(r#"{"k":1}"#.into()),
+        expires_at,
+    }
 }
 
 async fn tokens_are_single_use_and_expire(store: Store) {
@@ -148,12 +154,27 @@ async fn c04_sessions_are_revoked_one_by_one_or_all_but_one(store: Store) {
     let mut ids = Vec::new();
     for i in 0..3 {
         let s = store
-            .create_session(NewSession { user_id: ana.id.clone(), token_hash: format!("t{i}"), expires_at: now_ms() + 60_000, ip: None, user_agent: None })
+            .create_session(NewSession {
+                user_id: ana.id.clone(),
+                token_hash: format!("t{i}"),
+                expires_at: now_ms() + 60_000,
+                ip: None,
+                user_agent: None,
+            })
             .await
             .unwrap();
         ids.push(s.id);
     }
-    let bos = store.create_session(NewSession { user_id: bo.id.clone(), token_hash: "tb".into(), expires_at: now_ms() + 60_000, ip: None, user_agent: None }).await.unwrap();
+    let bos = store
+        .create_session(NewSession {
+            user_id: bo.id.clone(),
+            token_hash: "tb".into(),
+            expires_at: now_ms() + 60_000,
+            ip: None,
+            user_agent: None,
+        })
+        .await
+        .unwrap();
     assert!(!store.delete_user_session(&ana.id, &bos.id).await.unwrap(), "not another account's session");
     assert!(store.delete_user_session(&ana.id, &ids[0]).await.unwrap());
     assert!(store.session_by_token_hash("t0", now_ms()).await.unwrap().is_none());

@@ -53,15 +53,33 @@ fn main() {
 
     let key = vault::DataKey::generate();
     let started = Instant::now();
-    vault::encrypt_stream(&key, "bench/object", BufReader::new(File::open(&plain).unwrap()), BufWriter::new(File::create(&sealed).unwrap())).unwrap();
+    vault::encrypt_stream(
+        &key,
+        "bench/object",
+        BufReader::new(File::open(&plain).unwrap()),
+        BufWriter::new(File::create(&sealed).unwrap()),
+    )
+    .unwrap();
     let encrypt_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    vault::decrypt_stream(&key, "bench/object", BufReader::new(File::open(&sealed).unwrap()), BufWriter::new(File::create(&opened).unwrap())).unwrap();
+    vault::decrypt_stream(
+        &key,
+        "bench/object",
+        BufReader::new(File::open(&sealed).unwrap()),
+        BufWriter::new(File::create(&opened).unwrap()),
+    )
+    .unwrap();
     let decrypt_s = started.elapsed().as_secs_f64();
     let peak = peak_rss_kib();
     assert_eq!(digest(&plain), digest(&opened), "round trip");
     let size = std::fs::metadata(&plain).unwrap().len() as f64 / (1 << 20) as f64;
-    println!("| {size:.0} MiB | {:.0} MiB/s | {:.0} MiB/s | {:.1} MiB | {:.1} MiB |", size / encrypt_s, size / decrypt_s, before as f64 / 1024.0, peak as f64 / 1024.0);
+    println!(
+        "| {size:.0} MiB | {:.0} MiB/s | {:.0} MiB/s | {:.1} MiB | {:.1} MiB |",
+        size / encrypt_s,
+        size / decrypt_s,
+        before as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
     for f in [plain, sealed, opened] {
         let _ = std::fs::remove_file(f);
     }

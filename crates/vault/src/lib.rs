@@ -95,7 +95,8 @@ pub fn open_text(key: &DataKey, aad: &str, sealed: &str) -> Result<String> {
         .filter(|raw| raw.len() >= 12 + 16)
         .ok_or_else(crypto_error)?;
     let (nonce, ciphertext) = raw.split_at(12);
-    let plain = key.cipher().decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: aad.as_bytes() }).map_err(|_| crypto_error())?;
+    let plain =
+        key.cipher().decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: aad.as_bytes() }).map_err(|_| crypto_error())?;
     String::from_utf8(plain).map_err(|_| crypto_error())
 }
 

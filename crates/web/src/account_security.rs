@@ -98,7 +98,10 @@ async fn security_body(state: &AppState, ctx: &Ctx, user: &User, session: &Sessi
         })
         .collect();
     let others = if sessions.len() > 1 {
-        format!(r#"<form method="post" action="/account/security/sessions/revoke-others">{hidden}<button class="danger">{}</button></form>"#, t(ctx, "security.revoke_others"))
+        format!(
+            r#"<form method="post" action="/account/security/sessions/revoke-others">{hidden}<button class="danger">{}</button></form>"#,
+            t(ctx, "security.revoke_others")
+        )
     } else {
         String::new()
     };
@@ -106,7 +109,10 @@ async fn security_body(state: &AppState, ctx: &Ctx, user: &User, session: &Sessi
     let has_password = user.password_hash.is_some();
     let current_password = |label_key: &str| {
         if has_password {
-            format!(r#"<label>{}<input name="current_password" type="password" autocomplete="current-password" required></label>"#, t(ctx, label_key))
+            format!(
+                r#"<label>{}<input name="current_password" type="password" autocomplete="current-password" required></label>"#,
+                t(ctx, label_key)
+            )
         } else {
             String::new()
         }
@@ -180,7 +186,12 @@ async fn security_body(state: &AppState, ctx: &Ctx, user: &User, session: &Sessi
             let key = format!("audit.{}", a.action);
             let label = ctx.lang.t(&key);
             let label = if label == key { a.action.clone() } else { label };
-            format!("<li><time>{}</time> {} <small>{}</small></li>", esc(&format_utc(a.at)), esc(&label), esc(a.ip.as_deref().unwrap_or("")))
+            format!(
+                "<li><time>{}</time> {} <small>{}</small></li>",
+                esc(&format_utc(a.at)),
+                esc(&label),
+                esc(a.ip.as_deref().unwrap_or(""))
+            )
         })
         .collect();
 
@@ -257,7 +268,12 @@ where
     }
 }
 
-pub async fn revoke_session(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, FormBody(form): FormBody<CsrfOnly>) -> Response {
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    FormBody(form): FormBody<CsrfOnly>,
+) -> Response {
     if ctx.session.as_ref().is_some_and(|s| s.id == id) {
         // Revoking this very session is signing out.
         return match check_csrf(&ctx, &form._csrf) {
@@ -271,7 +287,8 @@ pub async fn revoke_session(State(state): State<AppState>, ctx: Ctx, Path(id): P
         };
     }
     let (ip, st) = (ctx.ip, state.clone());
-    act(&state, &ctx, &form._csrf, "security.notice_revoked", |user, _| async move { auth::revoke_session(&st, &user, &id, ip).await }).await
+    act(&state, &ctx, &form._csrf, "security.notice_revoked", |user, _| async move { auth::revoke_session(&st, &user, &id, ip).await })
+        .await
 }
 
 pub async fn revoke_other_sessions(State(state): State<AppState>, ctx: Ctx, FormBody(form): FormBody<CsrfOnly>) -> Response {
@@ -378,9 +395,15 @@ pub async fn totp_disable(State(state): State<AppState>, ctx: Ctx, FormBody(form
     .await
 }
 
-pub async fn unlink_identity(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, FormBody(form): FormBody<CsrfOnly>) -> Response {
+pub async fn unlink_identity(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    FormBody(form): FormBody<CsrfOnly>,
+) -> Response {
     let (ip, st) = (ctx.ip, state.clone());
-    act(&state, &ctx, &form._csrf, "security.notice_unlinked", |user, _| async move { auth::unlink_identity(&st, &user, &id, ip).await }).await
+    act(&state, &ctx, &form._csrf, "security.notice_unlinked", |user, _| async move { auth::unlink_identity(&st, &user, &id, ip).await })
+        .await
 }
 
 // --------------------------------------------------------------- profile
@@ -388,8 +411,15 @@ pub async fn unlink_identity(State(state): State<AppState>, ctx: Ctx, Path(id): 
 /// The avatar and security links under the profile form of `/account`.
 pub fn profile_extras(ctx: &Ctx, user: &User) -> String {
     let avatar = match &user.avatar_asset_id {
-        Some(_) => format!(r#"<img class="avatar" src="/account/avatar?v={}" alt="{}" width="96" height="96">"#, user.updated_at, t(ctx, "profile.avatar")),
-        None => format!(r#"<span class="avatar empty" aria-hidden="true">{}</span>"#, esc(&user.name.chars().next().map(|c| c.to_uppercase().to_string()).unwrap_or_default())),
+        Some(_) => format!(
+            r#"<img class="avatar" src="/account/avatar?v={}" alt="{}" width="96" height="96">"#,
+            user.updated_at,
+            t(ctx, "profile.avatar")
+        ),
+        None => format!(
+            r#"<span class="avatar empty" aria-hidden="true">{}</span>"#,
+            esc(&user.name.chars().next().map(|c| c.to_uppercase().to_string()).unwrap_or_default())
+        ),
     };
     format!(
         r#"<h2>{avatar_t}</h2><div class="avatar-row">{avatar}
@@ -433,7 +463,8 @@ pub async fn upload_avatar(State(state): State<AppState>, ctx: Ctx, mut multipar
         }
         check_csrf(&ctx, &csrf)?;
         let bytes = bytes.filter(|b| !b.is_empty()).ok_or_else(|| Error::invalid("choose an image"))?;
-        let encoded = tokio::task::spawn_blocking(move || avatar_png(&bytes)).await.map_err(|_| Error::internal("avatar task failed"))??;
+        let encoded =
+            tokio::task::spawn_blocking(move || avatar_png(&bytes)).await.map_err(|_| Error::internal("avatar task failed"))??;
         set_avatar(&state, &user, encoded).await
     };
     match attempt.await {
@@ -517,7 +548,10 @@ pub struct EmailForm {
 
 fn email_body(ctx: &Ctx, user: &User, form: &EmailForm, notice: Option<&str>, error: Option<&Error>) -> String {
     let password = if user.password_hash.is_some() {
-        format!(r#"<label>{}<input name="current_password" type="password" autocomplete="current-password" required></label>"#, t(ctx, "security.current_password"))
+        format!(
+            r#"<label>{}<input name="current_password" type="password" autocomplete="current-password" required></label>"#,
+            t(ctx, "security.current_password")
+        )
     } else {
         String::new()
     };
@@ -562,18 +596,38 @@ pub async fn request_email_change(State(state): State<AppState>, ctx: Ctx, FormB
     match attempt.await {
         Ok(()) => {
             let notice = ctx.lang.t("email_change.sent").replace("{email}", form.email.trim());
-            page(&ctx, StatusCode::OK, &ctx.lang.t("email_change.title"), &email_body(&ctx, user, &EmailForm::default(), Some(&notice), None))
+            page(
+                &ctx,
+                StatusCode::OK,
+                &ctx.lang.t("email_change.title"),
+                &email_body(&ctx, user, &EmailForm::default(), Some(&notice), None),
+            )
         }
-        Err(e) => with_retry_after(page(&ctx, status_of(&e), &ctx.lang.t("email_change.title"), &email_body(&ctx, user, &form, None, Some(&e))), &e),
+        Err(e) => with_retry_after(
+            page(&ctx, status_of(&e), &ctx.lang.t("email_change.title"), &email_body(&ctx, user, &form, None, Some(&e))),
+            &e,
+        ),
     }
 }
 
 pub async fn email_confirm_page(State(state): State<AppState>, ctx: Ctx, QueryParams(q): QueryParams<TokenQuery>) -> Response {
     let token = match auth::peek_token(&state, purpose::CHANGE_EMAIL, &q.token).await {
         Ok(token) => token,
-        Err(e) => return page(&ctx, status_of(&e), &ctx.lang.t("email_change.title"), &format!(r#"<section class="card narrow">{}</section>"#, error_box(ctx.lang, &e))),
+        Err(e) => {
+            return page(
+                &ctx,
+                status_of(&e),
+                &ctx.lang.t("email_change.title"),
+                &format!(r#"<section class="card narrow">{}</section>"#, error_box(ctx.lang, &e)),
+            )
+        }
     };
-    let email = token.data.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()).and_then(|d| d["email"].as_str().map(str::to_string)).unwrap_or_default();
+    let email = token
+        .data
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .and_then(|d| d["email"].as_str().map(str::to_string))
+        .unwrap_or_default();
     let body = format!(
         r#"<section class="card narrow"><h1>{title}</h1><p>{text}</p>
 <form method="post" action="/account/email/confirm"><input type="hidden" name="_csrf" value="{csrf}"><input type="hidden" name="token" value="{token}"><button>{submit}</button></form></section>"#,
@@ -594,7 +648,12 @@ pub async fn email_confirm(State(state): State<AppState>, ctx: Ctx, FormBody(for
     match attempt.await {
         Ok(_) if ctx.user.is_some() => Redirect::to("/account").into_response(),
         Ok(_) => Redirect::to("/signin?notice=email_changed").into_response(),
-        Err(e) => page(&ctx, status_of(&e), &ctx.lang.t("email_change.title"), &format!(r#"<section class="card narrow">{}</section>"#, error_box(ctx.lang, &e))),
+        Err(e) => page(
+            &ctx,
+            status_of(&e),
+            &ctx.lang.t("email_change.title"),
+            &format!(r#"<section class="card narrow">{}</section>"#, error_box(ctx.lang, &e)),
+        ),
     }
 }
 

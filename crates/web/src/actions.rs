@@ -82,7 +82,8 @@ pub async fn store_upload(state: &AppState, user: &User, bytes: Bytes) -> Result
     .map_err(|e| Error::internal(format!("upload processing failed: {e}")))??;
     let id = new_id();
     let mut stored: Vec<NewAsset> = Vec::new();
-    for (encoded, kind, asset_id, parent) in [(clean.encoded, "upload", id.clone(), None), (thumb, "thumbnail", new_id(), Some(id.clone()))] {
+    for (encoded, kind, asset_id, parent) in [(clean.encoded, "upload", id.clone(), None), (thumb, "thumbnail", new_id(), Some(id.clone()))]
+    {
         let asset = NewAsset {
             storage_key: format!("{}/{}.{}", user.id, asset_id, encoded.format().extension()),
             id: asset_id,
@@ -284,11 +285,20 @@ pub struct VariationBody {
     pub output_compression: Option<u32>,
 }
 
-pub async fn submit_variation(state: &AppState, user: &User, id: &str, body: VariationBody, key: Option<String>) -> Result<Submitted, Error> {
+pub async fn submit_variation(
+    state: &AppState,
+    user: &User,
+    id: &str,
+    body: VariationBody,
+    key: Option<String>,
+) -> Result<Submitted, Error> {
     let src = source(state, user, id).await?;
     let n = validate_n(body.n.unwrap_or(1), &state.config.limits)?;
     let size = body.size.as_deref().map(ImageSize::parse).transpose()?;
     let (w, h) = size.map(|s| (s.width, s.height)).unwrap_or((src.width as u32, src.height as u32));
+    if w.max(h) > ENGINE_MAX_SIDE {
+        return Err(Error::invalid(format!("variations are limited to {ENGINE_MAX_SIDE} pixels on the long side; pick a size")));
+    }
     let output = output_of(body.output_format.as_deref(), body.output_compression, None)?;
     let params = VariationParams { source: src.id.clone(), size, n, seed: body.seed.unwrap_or_else(rand::random), output };
     let hash = hash_of(TaskKind::Variation, &src.id, &body);
@@ -337,8 +347,8 @@ pub async fn submit_edit(state: &AppState, user: &User, id: &str, body: EditBody
     };
     let size = body.size.as_deref().map(ImageSize::parse).transpose()?;
     let (w, h) = size.map(|s| (s.width, s.height)).unwrap_or((src.width as u32, src.height as u32));
-    if w.max(h) > engines_max_side() {
-        return Err(Error::invalid(format!("edits are limited to {} pixels on the long side; pick a size", engines_max_side())));
+    if w.max(h) > ENGINE_MAX_SIDE {
+        return Err(Error::invalid(format!("edits are limited to {ENGINE_MAX_SIDE} pixels on the long side; pick a size")));
     }
     let style = parse_style(body.style.as_deref().unwrap_or("none"))?;
     let n = validate_n(body.n.unwrap_or(1), &state.config.limits)?;
@@ -348,13 +358,16 @@ pub async fn submit_edit(state: &AppState, user: &User, id: &str, body: EditBody
     queue(state, user, TaskKind::Edit, prompt, to_json(&params)?, &price_label(w, h), n, hash, key).await
 }
 
-/// The largest side an edit may ask for (the built-in engine's limit).
-fn engines_max_side() -> u32 {
-    domain::params::UPSCALE_MAX_SIDE
-}
+/// The largest side an edit or a variation may produce (what the engines
+/// render; an upload may be larger and then needs an explicit size).
+const ENGINE_MAX_SIDE: u32 = 4096;
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
-    headers.get("idempotency-key").map(|v| v.to_str().map(str::to_string)).transpose().map_err(|_| Error::invalid("Idempotency-Key must be ASCII"))
+    headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| Error::invalid("Idempotency-Key must be ASCII"))
 }
 
 async fn respond(state: &AppState, submitted: Submitted) -> ApiResult<Response> {
@@ -366,22 +379,46 @@ async fn respond(state: &AppState, submitted: Submitted) -> ApiResult<Response> 
     Ok((status, Json(view)).into_response())
 }
 
-pub async fn api_upscale(State(state): State<AppState>, api: ApiUser, Path(id): Path<String>, headers: HeaderMap, JsonBody(body): JsonBody<UpscaleBody>) -> ApiResult<Response> {
+pub async fn api_upscale(
+    State(state): State<AppState>,
+    api: ApiUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<UpscaleBody>,
+) -> ApiResult<Response> {
     let submitted = submit_upscale(&state, &api.user, &id, body, idempotency_key(&headers)?).await?;
     respond(&state, submitted).await
 }
 
-pub async fn api_restyle(State(state): State<AppState>, api: ApiUser, Path(id): Path<String>, headers: HeaderMap, JsonBody(body): JsonBody<RestyleBody>) -> ApiResult<Response> {
+pub async fn api_restyle(
+    State(state): State<AppState>,
+    api: ApiUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<RestyleBody>,
+) -> ApiResult<Response> {
     let submitted = submit_restyle(&state, &api.user, &id, body, idempotency_key(&headers)?).await?;
     respond(&state, submitted).await
 }
 
-pub async fn api_variation(State(state): State<AppState>, api: ApiUser, Path(id): Path<String>, headers: HeaderMap, JsonBody(body): JsonBody<VariationBody>) -> ApiResult<Response> {
+pub async fn api_variation(
+    State(state): State<AppState>,
+    api: ApiUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<VariationBody>,
+) -> ApiResult<Response> {
     let submitted = submit_variation(&state, &api.user, &id, body, idempotency_key(&headers)?).await?;
     respond(&state, submitted).await
 }
 
-pub async fn api_edit(State(state): State<AppState>, api: ApiUser, Path(id): Path<String>, headers: HeaderMap, JsonBody(body): JsonBody<EditBody>) -> ApiResult<Response> {
+pub async fn api_edit(
+    State(state): State<AppState>,
+    api: ApiUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<EditBody>,
+) -> ApiResult<Response> {
     let submitted = submit_edit(&state, &api.user, &id, body, idempotency_key(&headers)?).await?;
     respond(&state, submitted).await
 }
@@ -397,7 +434,12 @@ pub struct ActionForm {
 }
 
 /// The image page's "Upscale to 4K" button.
-pub async fn upscale_form(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, FormBody(form): FormBody<ActionForm>) -> ApiResult<Response> {
+pub async fn upscale_form(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    FormBody(form): FormBody<ActionForm>,
+) -> ApiResult<Response> {
     let user = match signed_in(&ctx) {
         Ok(user) => user.clone(),
         Err(redirect) => return Ok(redirect),
@@ -408,7 +450,12 @@ pub async fn upscale_form(State(state): State<AppState>, ctx: Ctx, Path(id): Pat
 }
 
 /// The image page's "Restyle" form.
-pub async fn restyle_form(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, FormBody(form): FormBody<ActionForm>) -> ApiResult<Response> {
+pub async fn restyle_form(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    FormBody(form): FormBody<ActionForm>,
+) -> ApiResult<Response> {
     let user = match signed_in(&ctx) {
         Ok(user) => user.clone(),
         Err(redirect) => return Ok(redirect),

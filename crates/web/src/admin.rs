@@ -28,7 +28,11 @@ pub struct AuditQuery {
 }
 
 /// The audit trail (C34), newest first; `account` narrows it to one account.
-pub async fn audit_log(State(state): State<AppState>, api: ApiUser, QueryParams(q): QueryParams<AuditQuery>) -> ApiResult<Json<Page<AuditRecord>>> {
+pub async fn audit_log(
+    State(state): State<AppState>,
+    api: ApiUser,
+    QueryParams(q): QueryParams<AuditQuery>,
+) -> ApiResult<Json<Page<AuditRecord>>> {
     require_admin(&api.user)?;
     let account = q.account.as_deref().map(checked_id).transpose()?;
     let before = q.before.as_deref().map(checked_id).transpose()?;

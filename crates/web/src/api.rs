@@ -48,7 +48,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<T>::from_request_parts(parts, state).await.map(|Query(q)| QueryParams(q)).map_err(|e| ApiError(Error::invalid(e.body_text())))
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| QueryParams(q))
+            .map_err(|e| ApiError(Error::invalid(e.body_text())))
     }
 }
 
@@ -129,8 +132,17 @@ pub async fn submit(state: &AppState, user: &User, request: SubmitTask, idempote
     Ok(submitted)
 }
 
-pub async fn submit_task(State(state): State<AppState>, api: ApiUser, headers: HeaderMap, JsonBody(body): JsonBody<SubmitTask>) -> ApiResult<Response> {
-    let key = headers.get("idempotency-key").map(|v| v.to_str().map(str::to_string)).transpose().map_err(|_| Error::invalid("Idempotency-Key must be ASCII"))?;
+pub async fn submit_task(
+    State(state): State<AppState>,
+    api: ApiUser,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<SubmitTask>,
+) -> ApiResult<Response> {
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| Error::invalid("Idempotency-Key must be ASCII"))?;
     let submitted = submit(&state, &api.user, body, key).await?;
     let status = match submitted {
         Submitted::Created(_) => StatusCode::ACCEPTED,
@@ -200,7 +212,8 @@ pub struct PageQuery {
 
 impl PageQuery {
     pub fn checked(&self) -> ApiResult<(Option<&str>, i64)> {
-        let before = self.before.as_deref().filter(|b| !b.is_empty()).map(checked_id).transpose().map_err(|_| Error::invalid("bad cursor"))?;
+        let before =
+            self.before.as_deref().filter(|b| !b.is_empty()).map(checked_id).transpose().map_err(|_| Error::invalid("bad cursor"))?;
         let limit = self.limit.unwrap_or(20);
         if !(1..=100).contains(&limit) {
             return Err(ApiError(Error::invalid("limit must be between 1 and 100")));
@@ -209,7 +222,11 @@ impl PageQuery {
     }
 }
 
-pub async fn list_tasks(State(state): State<AppState>, api: ApiUser, QueryParams(query): QueryParams<PageQuery>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    api: ApiUser,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
     let (before, limit) = query.checked()?;
     let page = state.store.list_tasks(&api.user.id, before, limit).await?;
     let mut items = Vec::with_capacity(page.items.len());
@@ -230,7 +247,12 @@ pub struct DownloadQuery {
     pub download: Option<String>,
 }
 
-pub async fn download_asset(State(state): State<AppState>, api: ApiUser, Path(id): Path<String>, QueryParams(q): QueryParams<DownloadQuery>) -> ApiResult<Response> {
+pub async fn download_asset(
+    State(state): State<AppState>,
+    api: ApiUser,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<DownloadQuery>,
+) -> ApiResult<Response> {
     let asset = state.store.get_asset(&api.user.id, checked_id(&id)?).await?;
     let bytes = state.blobs.get(&asset.storage_key).await?.ok_or_else(|| {
         tracing::error!(asset = %asset.id, "object missing from the blob store");
@@ -244,7 +266,10 @@ pub async fn download_asset(State(state): State<AppState>, api: ApiUser, Path(id
     let disposition = if q.download.is_some() { "attachment" } else { "inline" };
     let mut response = bytes.into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(&asset.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&asset.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
     h.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_str(&format!("{disposition}; filename=\"atelier-{}.{extension}\"", asset.id)).expect("ids are ASCII"),
@@ -316,14 +341,22 @@ pub async fn apply_account_update(state: &AppState, user: &User, update: Account
         None => user.locale.clone(),
         Some("") => None,
         Some(code) => {
-            let lang = crate::i18n::I18n::global().langs().iter().find(|l| l.code == code).ok_or_else(|| Error::invalid("unsupported language"))?;
+            let lang = crate::i18n::I18n::global()
+                .langs()
+                .iter()
+                .find(|l| l.code == code)
+                .ok_or_else(|| Error::invalid("unsupported language"))?;
             Some(lang.code.to_string())
         }
     };
     state.store.update_profile(&user.id, &name, locale.as_deref()).await
 }
 
-pub async fn update_account(State(state): State<AppState>, api: ApiUser, JsonBody(update): JsonBody<AccountUpdate>) -> ApiResult<Json<AccountView>> {
+pub async fn update_account(
+    State(state): State<AppState>,
+    api: ApiUser,
+    JsonBody(update): JsonBody<AccountUpdate>,
+) -> ApiResult<Json<AccountView>> {
     let user = apply_account_update(&state, &api.user, update).await?;
     Ok(Json(AccountView::from(&user)))
 }

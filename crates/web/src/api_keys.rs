@@ -100,7 +100,13 @@ pub async fn create_key(state: &AppState, ctx_ip: Option<&str>, user: &User, nam
         .await?;
     state
         .store
-        .audit(AuditEntry { actor_id: Some(&user.id), action: "api_key_created", target_id: Some(&key.id), ip: ctx_ip, detail: Some(prefix) })
+        .audit(AuditEntry {
+            actor_id: Some(&user.id),
+            action: "api_key_created",
+            target_id: Some(&key.id),
+            ip: ctx_ip,
+            detail: Some(prefix),
+        })
         .await?;
     Ok((key, secret))
 }
@@ -109,7 +115,13 @@ pub async fn revoke_key(state: &AppState, ctx_ip: Option<&str>, user: &User, id:
     let key = state.store.revoke_api_key(&user.id, id).await?;
     state
         .store
-        .audit(AuditEntry { actor_id: Some(&user.id), action: "api_key_revoked", target_id: Some(&key.id), ip: ctx_ip, detail: Some(&key.prefix) })
+        .audit(AuditEntry {
+            actor_id: Some(&user.id),
+            action: "api_key_revoked",
+            target_id: Some(&key.id),
+            ip: ctx_ip,
+            detail: Some(&key.prefix),
+        })
         .await?;
     Ok(key)
 }

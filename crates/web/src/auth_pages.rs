@@ -289,7 +289,12 @@ pub async fn second_factor_form(ctx: Ctx, headers: axum::http::HeaderMap) -> Res
     page(&ctx, StatusCode::OK, &ctx.lang.t("second_factor.title"), &second_factor_body(&ctx, None))
 }
 
-pub async fn second_factor(State(state): State<AppState>, ctx: Ctx, headers: axum::http::HeaderMap, FormBody(form): FormBody<CodeForm>) -> Response {
+pub async fn second_factor(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: axum::http::HeaderMap,
+    FormBody(form): FormBody<CodeForm>,
+) -> Response {
     let pending = cookie(&headers, SECOND_FACTOR_COOKIE).unwrap_or("").to_string();
     let attempt = async {
         check_csrf(&ctx, &form._csrf)?;
@@ -468,11 +473,17 @@ pub struct StartForm {
     pub _csrf: String,
 }
 
-pub async fn external_start(State(state): State<AppState>, ctx: Ctx, Path(name): Path<String>, FormBody(form): FormBody<StartForm>) -> Response {
+pub async fn external_start(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+    FormBody(form): FormBody<StartForm>,
+) -> Response {
     let linking = form.link.is_some();
     let attempt = async {
         check_csrf(&ctx, &form._csrf)?;
-        let user = if linking { Some(ctx.user.as_ref().ok_or_else(|| Error::new(ErrorCode::Unauthenticated, "sign in first"))?) } else { None };
+        let user =
+            if linking { Some(ctx.user.as_ref().ok_or_else(|| Error::new(ErrorCode::Unauthenticated, "sign in first"))?) } else { None };
         external::start(&state, &name, user).await
     };
     match attempt.await {
@@ -557,7 +568,12 @@ pub async fn complete_signup_form(State(state): State<AppState>, ctx: Ctx, heade
     }
 }
 
-pub async fn complete_signup(State(state): State<AppState>, ctx: Ctx, headers: axum::http::HeaderMap, FormBody(form): FormBody<CompleteForm>) -> Response {
+pub async fn complete_signup(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: axum::http::HeaderMap,
+    FormBody(form): FormBody<CompleteForm>,
+) -> Response {
     let token = cookie(&headers, PENDING_COOKIE).unwrap_or("").to_string();
     let pending = match external::pending(&state, purpose::EXTERNAL_SIGN_UP, &token).await {
         Ok(p) => p,
@@ -566,7 +582,17 @@ pub async fn complete_signup(State(state): State<AppState>, ctx: Ctx, headers: a
     let attempt = async {
         check_csrf(&ctx, &form._csrf)?;
         let today = Date::from_epoch_ms(state.config.clock.now_ms());
-        external::complete_sign_up(&state, &token, &form.name, &form.birth_date, today, Some(ctx.lang.code.to_string()), ctx.ip, ctx.user_agent.clone()).await
+        external::complete_sign_up(
+            &state,
+            &token,
+            &form.name,
+            &form.birth_date,
+            today,
+            Some(ctx.lang.code.to_string()),
+            ctx.ip,
+            ctx.user_agent.clone(),
+        )
+        .await
     };
     match attempt.await {
         Ok(step) => {
@@ -574,7 +600,9 @@ pub async fn complete_signup(State(state): State<AppState>, ctx: Ctx, headers: a
             clear_cookie(&state, &mut response, PENDING_COOKIE);
             response
         }
-        Err(e) => page(&ctx, status_of(&e), &ctx.lang.t("signup.title"), &complete_body(&ctx, &pending.0, &pending.1.email, &form, Some(&e))),
+        Err(e) => {
+            page(&ctx, status_of(&e), &ctx.lang.t("signup.title"), &complete_body(&ctx, &pending.0, &pending.1.email, &form, Some(&e)))
+        }
     }
 }
 

@@ -106,7 +106,10 @@ pub fn price_note(ctx: &Ctx, state: &AppState) -> String {
         .iter()
         .filter_map(|(w, h)| {
             let size = format!("{w}x{h}");
-            config.price(&state.config.model, &size, "standard", 1).ok().map(|c| format!(r#"<span data-size="{size}" data-credits="{c}">{size}: {c}</span>"#))
+            config
+                .price(&state.config.model, &size, "standard", 1)
+                .ok()
+                .map(|c| format!(r#"<span data-size="{size}" data-credits="{c}">{size}: {c}</span>"#))
         })
         .collect();
     format!(
@@ -131,7 +134,14 @@ pub struct BillingQuery {
     pub checkout: Option<String>,
 }
 
-async fn billing_body(state: &AppState, ctx: &Ctx, user: &User, before: Option<&str>, notice: Option<String>, error: Option<&Error>) -> Result<String, Error> {
+async fn billing_body(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    before: Option<&str>,
+    notice: Option<String>,
+    error: Option<&Error>,
+) -> Result<String, Error> {
     let config = config(state);
     let t = |k: &str| esc(&ctx.lang.t(k));
     if !config.enabled {
@@ -146,7 +156,10 @@ async fn billing_body(state: &AppState, ctx: &Ctx, user: &User, before: Option<&
     let csrf = esc(&ctx.csrf);
 
     let debt = if balance.debt > 0 {
-        format!(r#"<p class="error" role="alert" data-code="account_in_debt">{}</p>"#, esc(&ctx.lang.t("billing.debt_notice").replace("{debt}", &balance.debt.to_string())))
+        format!(
+            r#"<p class="error" role="alert" data-code="account_in_debt">{}</p>"#,
+            esc(&ctx.lang.t("billing.debt_notice").replace("{debt}", &balance.debt.to_string()))
+        )
     } else {
         String::new()
     };
@@ -203,9 +216,15 @@ async fn billing_body(state: &AppState, ctx: &Ctx, user: &User, before: Option<&
         .collect();
     let subscription = match active_plan.or(subscriptions.first()) {
         Some(s) => {
-            let period = s.current_period_end.map(|e| format!(" · {}", esc(&ctx.lang.t("billing.renews_on").replace("{date}", &format_utc(e))))).unwrap_or_default();
+            let period = s
+                .current_period_end
+                .map(|e| format!(" · {}", esc(&ctx.lang.t("billing.renews_on").replace("{date}", &format_utc(e)))))
+                .unwrap_or_default();
             let portal = if s.provider == "stripe" && s.customer_id.is_some() && config.stripe_enabled() {
-                format!(r#" <form method="post" action="/billing/portal" class="inline"><input type="hidden" name="_csrf" value="{csrf}"><button class="secondary">{}</button></form>"#, t("billing.manage"))
+                format!(
+                    r#" <form method="post" action="/billing/portal" class="inline"><input type="hidden" name="_csrf" value="{csrf}"><button class="secondary">{}</button></form>"#,
+                    t("billing.manage")
+                )
             } else {
                 String::new()
             };
@@ -239,7 +258,9 @@ async fn billing_body(state: &AppState, ctx: &Ctx, user: &User, before: Option<&
         .collect();
     let more = ledger
         .next_cursor
-        .map(|c| format!(r#"<p class="pager"><a class="button secondary" href="/billing?before={}">{}</a></p>"#, esc(&c), t("gallery.older")))
+        .map(|c| {
+            format!(r#"<p class="pager"><a class="button secondary" href="/billing?before={}">{}</a></p>"#, esc(&c), t("gallery.older"))
+        })
         .unwrap_or_default();
     let payment_rows: String = payments
         .iter()
@@ -305,13 +326,8 @@ pub async fn start_checkout(state: &AppState, user: &User, product: &str, provid
     }
     let product = config.product(product).ok_or_else(|| Error::invalid("unknown product"))?;
     let base = state.config.public_url.trim_end_matches('/');
-    let customer_id = state
-        .store
-        .subscriptions_of_user(&user.id)
-        .await?
-        .into_iter()
-        .find(|s| s.provider == provider)
-        .and_then(|s| s.customer_id);
+    let customer_id =
+        state.store.subscriptions_of_user(&user.id).await?.into_iter().find(|s| s.provider == provider).and_then(|s| s.customer_id);
     let request = CheckoutRequest {
         user_id: &user.id,
         product,
@@ -385,7 +401,8 @@ pub async fn portal_form(State(state): State<AppState>, ctx: Ctx, FormBody(form)
         .and_then(|s| s.customer_id)
         .filter(|_| config.stripe_enabled())
         .ok_or_else(Error::not_found)?;
-    let url = StripeClient::new(config).create_portal(&customer, &format!("{}/billing", state.config.public_url.trim_end_matches('/'))).await?;
+    let url =
+        StripeClient::new(config).create_portal(&customer, &format!("{}/billing", state.config.public_url.trim_end_matches('/'))).await?;
     Ok(Redirect::to(&url).into_response())
 }
 
@@ -416,7 +433,11 @@ pub async fn api_billing(State(state): State<AppState>, api: ApiUser) -> ApiResu
     })))
 }
 
-pub async fn api_ledger(State(state): State<AppState>, api: ApiUser, QueryParams(query): QueryParams<PageQuery>) -> ApiResult<Json<Page<LedgerEntry>>> {
+pub async fn api_ledger(
+    State(state): State<AppState>,
+    api: ApiUser,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> ApiResult<Json<Page<LedgerEntry>>> {
     let (before, limit) = query.checked()?;
     Ok(Json(state.store.ledger_entries(&api.user.id, before, limit).await?))
 }
@@ -436,7 +457,11 @@ pub struct CheckoutBody {
     pub provider: String,
 }
 
-pub async fn api_checkout(State(state): State<AppState>, api: ApiUser, JsonBody(body): JsonBody<CheckoutBody>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn api_checkout(
+    State(state): State<AppState>,
+    api: ApiUser,
+    JsonBody(body): JsonBody<CheckoutBody>,
+) -> ApiResult<Json<serde_json::Value>> {
     let checkout = start_checkout(&state, &api.user, &body.product, &body.provider).await?;
     Ok(Json(json!({ "id": checkout.id, "url": checkout.url })))
 }
@@ -444,7 +469,14 @@ pub async fn api_checkout(State(state): State<AppState>, api: ApiUser, JsonBody(
 // ---------------------------------------------------------------- admin
 
 /// Applies an admin's adjustment and records it in the audit trail (C34).
-async fn adjust(state: &AppState, admin: &User, ctx_ip: Option<std::net::IpAddr>, account: &str, amount: i64, reason: &str) -> Result<(User, Balance), Error> {
+async fn adjust(
+    state: &AppState,
+    admin: &User,
+    ctx_ip: Option<std::net::IpAddr>,
+    account: &str,
+    amount: i64,
+    reason: &str,
+) -> Result<(User, Balance), Error> {
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 200 {
         return Err(Error::invalid("a reason of 1 to 200 characters is required"));
@@ -453,14 +485,24 @@ async fn adjust(state: &AppState, admin: &User, ctx_ip: Option<std::net::IpAddr>
         return Err(Error::invalid("the amount must be a non-zero number of credits up to 1000000"));
     }
     let account = account.trim();
-    let target = if domain::ids::is_valid_id(account) { state.store.user_by_id(account).await? } else { state.store.user_by_email(&account.to_lowercase()).await? };
+    let target = if domain::ids::is_valid_id(account) {
+        state.store.user_by_id(account).await?
+    } else {
+        state.store.user_by_email(&account.to_lowercase()).await?
+    };
     let target = target.ok_or_else(Error::not_found)?;
     let balance = state.store.adjust_credits(&target.id, amount, reason).await?;
     let detail = format!("{amount:+}: {reason}");
     let ip = ctx_ip.map(crate::auth::truncate_ip);
     state
         .store
-        .audit(store::AuditEntry { actor_id: Some(&admin.id), action: "credits_adjusted", target_id: Some(&target.id), ip: ip.as_deref(), detail: Some(&detail) })
+        .audit(store::AuditEntry {
+            actor_id: Some(&admin.id),
+            action: "credits_adjusted",
+            target_id: Some(&target.id),
+            ip: ip.as_deref(),
+            detail: Some(&detail),
+        })
         .await?;
     Ok((target, balance))
 }
@@ -472,7 +514,13 @@ pub struct AdjustBody {
     pub reason: String,
 }
 
-pub async fn api_admin_adjust(State(state): State<AppState>, ctx: Ctx, api: ApiUser, Path(account): Path<String>, JsonBody(body): JsonBody<AdjustBody>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn api_admin_adjust(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    api: ApiUser,
+    Path(account): Path<String>,
+    JsonBody(body): JsonBody<AdjustBody>,
+) -> ApiResult<Json<serde_json::Value>> {
     require_admin(&api.user)?;
     let (target, balance) = adjust(&state, &api.user, ctx.ip, checked_id(&account)?, body.amount, &body.reason).await?;
     Ok(Json(json!({ "account": target.id, "balance": balance_json(&balance) })))
@@ -490,7 +538,12 @@ async fn admin_body(state: &AppState, ctx: &Ctx, notice: Option<String>, error: 
     let mut rows = String::new();
     for b in &debts {
         let email = state.store.user_by_id(&b.user_id).await?.map(|u| u.email).unwrap_or_default();
-        rows.push_str(&format!(r#"<tr><td>{}</td><td><code>{}</code></td><td class="num">{}</td></tr>"#, esc(&email), esc(&b.user_id), b.debt));
+        rows.push_str(&format!(
+            r#"<tr><td>{}</td><td><code>{}</code></td><td class="num">{}</td></tr>"#,
+            esc(&email),
+            esc(&b.user_id),
+            b.debt
+        ));
     }
     if rows.is_empty() {
         rows = format!(r#"<tr><td colspan="3">{}</td></tr>"#, t("admin_credits.no_debts"));
@@ -556,7 +609,12 @@ pub async fn admin_adjust_form(State(state): State<AppState>, ctx: Ctx, FormBody
     };
     match attempt.await {
         Ok((target, balance)) => {
-            let notice = ctx.lang.t("admin_credits.done").replace("{email}", &target.email).replace("{available}", &balance.available.to_string()).replace("{debt}", &balance.debt.to_string());
+            let notice = ctx
+                .lang
+                .t("admin_credits.done")
+                .replace("{email}", &target.email)
+                .replace("{available}", &balance.available.to_string())
+                .replace("{debt}", &balance.debt.to_string());
             let body = admin_body(&state, &ctx, Some(notice), None).await?;
             Ok(page(&ctx, StatusCode::OK, &ctx.lang.t("admin_credits.title"), &body))
         }

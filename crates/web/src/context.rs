@@ -99,9 +99,7 @@ pub async fn attach(State(state): State<AppState>, mut request: Request, next: N
     let csrf_prefix = format!("{CSRF_COOKIE}=");
     let handler_set_csrf = response.headers().get_all(header::SET_COOKIE).iter().any(|v| v.as_bytes().starts_with(csrf_prefix.as_bytes()));
     if existing_csrf.is_none() && !handler_set_csrf {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &csrf, 30 * 86_400, true, state.config.https));
+        response.headers_mut().append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &csrf, 30 * 86_400, true, state.config.https));
     }
     response
 }

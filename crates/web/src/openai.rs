@@ -15,7 +15,7 @@ use axum::Json;
 use base64::Engine as _;
 use domain::ids::to_hex;
 use domain::params::{Background, GenerateParams, ImageSize, Output, OutputFormat, SIZES};
-use domain::task::{TaskStatus, TaskKind};
+use domain::task::{TaskKind, TaskStatus};
 use domain::{Error, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -100,10 +100,8 @@ fn engine_header(state: &AppState) -> HeaderValue {
 pub async fn list_models(State(state): State<AppState>, key: ApiKeyUser) -> OaResult<Response> {
     let _ = key;
     let engine = state.config.provider.clone();
-    let data: Vec<_> = MODELS
-        .iter()
-        .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "atelier", "engine": engine }))
-        .collect();
+    let data: Vec<_> =
+        MODELS.iter().map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "atelier", "engine": engine })).collect();
     let mut response = Json(json!({ "object": "list", "data": data, "routing": { "*": engine } })).into_response();
     response.headers_mut().insert(ENGINE_HEADER, engine_header(&state));
     Ok(response)
@@ -229,7 +227,8 @@ fn plan(req: &GenerationRequest) -> OaResult<Plan> {
     if background == Background::Transparent && format == OutputFormat::Jpeg {
         return Err(bad("background", "A transparent background needs output_format png or webp."));
     }
-    let output = Output::new(format, req.output_compression.map(|c| c as u32), background).map_err(|e| OpenAiError { error: e, param: Some("background") })?;
+    let output = Output::new(format, req.output_compression.map(|c| c as u32), background)
+        .map_err(|e| OpenAiError { error: e, param: Some("background") })?;
     one_of("moderation", req.moderation.as_deref(), &["auto", "low"], "auto")?;
     if let Some(f) = &req.input_fidelity {
         one_of("input_fidelity", Some(f), &["low", "high"], "low")?;
@@ -291,7 +290,11 @@ fn finished(task: &Task) -> OaResult<()> {
         TaskStatus::Succeeded => Ok(()),
         TaskStatus::Canceled => Err(Error::new(ErrorCode::Unavailable, "the task was canceled").into()),
         _ => {
-            let code = task.error_code.as_deref().and_then(|c| ErrorCode::ALL.iter().copied().find(|k| k.as_str() == c)).unwrap_or(ErrorCode::Unavailable);
+            let code = task
+                .error_code
+                .as_deref()
+                .and_then(|c| ErrorCode::ALL.iter().copied().find(|k| k.as_str() == c))
+                .unwrap_or(ErrorCode::Unavailable);
             Err(Error::new(code, task.error_message.clone().unwrap_or_else(|| "the image could not be generated".into())).into())
         }
     }
@@ -326,7 +329,10 @@ pub async fn signed_url(state: &AppState, base: &str, asset_id: &str) -> Result<
 /// The origin the API caller used: the request's Host (with the configured
 /// scheme), falling back to the configured public URL.
 fn caller_base(state: &AppState, headers: &HeaderMap) -> String {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)));
     match host {
         Some(host) => format!("{}://{host}", if state.config.https { "https" } else { "http" }),
         None => state.config.public_url.clone(),
@@ -341,7 +347,11 @@ pub struct LinkQuery {
 
 /// `GET /v1/files/{id}?expires=…&sig=…`: downloads without a session while
 /// the signature is valid and unexpired; otherwise 404 or 403.
-pub async fn download(State(state): State<AppState>, Path(id): Path<String>, axum::extract::Query(q): axum::extract::Query<LinkQuery>) -> OaResult<Response> {
+pub async fn download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LinkQuery>,
+) -> OaResult<Response> {
     let (Some(expires), Some(sig)) = (q.expires, q.sig) else {
         return Err(Error::new(ErrorCode::Forbidden, "this link is not signed").into());
     };
@@ -356,7 +366,10 @@ pub async fn download(State(state): State<AppState>, Path(id): Path<String>, axu
     let bytes = state.blobs.get(&asset.storage_key).await?.ok_or_else(Error::not_found)?;
     let mut response = bytes.into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(&asset.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&asset.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     Ok(response)
 }
@@ -471,7 +484,8 @@ async fn read_form(state: &AppState, request: axum::extract::Request) -> OaResul
             Error::invalid("could not read the multipart form")
         }
     };
-    let mut multipart = axum::extract::Multipart::from_request(request, state).await.map_err(|r| OpenAiError::from(too_large(r.status())))?;
+    let mut multipart =
+        axum::extract::Multipart::from_request(request, state).await.map_err(|r| OpenAiError::from(too_large(r.status())))?;
     let mut form = ImageForm::default();
     while let Some(field) = multipart.next_field().await.map_err(|e| OpenAiError::from(too_large(e.status())))? {
         let name = field.name().unwrap_or_default().to_string();
@@ -545,7 +559,12 @@ fn explicit_size(size: Option<&str>) -> Option<String> {
 
 /// `POST /v1/images/edits`: the first image is edited where the mask (or
 /// its own alpha) is transparent; further images are references.
-pub async fn edits(State(state): State<AppState>, key: ApiKeyUser, headers: HeaderMap, request: axum::extract::Request) -> OaResult<Response> {
+pub async fn edits(
+    State(state): State<AppState>,
+    key: ApiKeyUser,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> OaResult<Response> {
     let form = read_form(&state, request).await?;
     let prompt = form.fields.get("prompt").cloned().unwrap_or_default();
     let req = form.request(prompt)?;
@@ -556,10 +575,17 @@ pub async fn edits(State(state): State<AppState>, key: ApiKeyUser, headers: Head
     let idempotency = idempotency_key(&headers)?;
     let mut ids = Vec::with_capacity(form.images.len());
     for image in &form.images {
-        ids.push(crate::actions::store_upload(&state, &key.user, image.clone()).await.map_err(|e| OpenAiError { error: e, param: Some("image") })?.id);
+        ids.push(
+            crate::actions::store_upload(&state, &key.user, image.clone())
+                .await
+                .map_err(|e| OpenAiError { error: e, param: Some("image") })?
+                .id,
+        );
     }
     let mask = match &form.mask {
-        Some(m) => Some(crate::actions::store_upload(&state, &key.user, m.clone()).await.map_err(|e| OpenAiError { error: e, param: Some("mask") })?.id),
+        Some(m) => Some(
+            crate::actions::store_upload(&state, &key.user, m.clone()).await.map_err(|e| OpenAiError { error: e, param: Some("mask") })?.id,
+        ),
         None => None,
     };
     let body = crate::actions::EditBody {
@@ -579,12 +605,20 @@ pub async fn edits(State(state): State<AppState>, key: ApiKeyUser, headers: Head
 }
 
 /// `POST /v1/images/variations`: variations of one image.
-pub async fn variations(State(state): State<AppState>, key: ApiKeyUser, headers: HeaderMap, request: axum::extract::Request) -> OaResult<Response> {
+pub async fn variations(
+    State(state): State<AppState>,
+    key: ApiKeyUser,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> OaResult<Response> {
     let form = read_form(&state, request).await?;
     let req = form.request("variation".into())?;
     let plan = plan(&req)?;
     let idempotency = idempotency_key(&headers)?;
-    let id = crate::actions::store_upload(&state, &key.user, form.images[0].clone()).await.map_err(|e| OpenAiError { error: e, param: Some("image") })?.id;
+    let id = crate::actions::store_upload(&state, &key.user, form.images[0].clone())
+        .await
+        .map_err(|e| OpenAiError { error: e, param: Some("image") })?
+        .id;
     let body = crate::actions::VariationBody {
         n: Some(plan.n),
         seed: None,
@@ -604,9 +638,10 @@ pub async fn openapi() -> Json<serde_json::Value> {
     let errors = |extra: &[(&str, &str)]| {
         let mut m = serde_json::Map::new();
         m.insert("200".into(), json!({ "description": "The finished images", "content": { "application/json": { "schema": images } } }));
-        for (code, what) in [("400", "Invalid parameter (see error.param)"), ("401", "Missing, unknown or revoked API key"), ("402", "Not enough credits")]
-            .iter()
-            .chain(extra.iter())
+        for (code, what) in
+            [("400", "Invalid parameter (see error.param)"), ("401", "Missing, unknown or revoked API key"), ("402", "Not enough credits")]
+                .iter()
+                .chain(extra.iter())
         {
             m.insert((*code).into(), json!({ "description": what, "content": { "application/json": { "schema": error } } }));
         }

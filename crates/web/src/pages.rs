@@ -118,7 +118,11 @@ pub(crate) fn signed_in(ctx: &Ctx) -> Result<&User, Response> {
 pub async fn not_found_page() -> Response {
     // Reached from the fallback, outside the context middleware's extractors.
     let lang = I18n::global().lang("en");
-    let body = format!(r#"<section class="card narrow"><h1>{}</h1><p><a href="/">{}</a></p></section>"#, esc(&lang.t("notfound.title")), esc(&lang.t("notfound.home")));
+    let body = format!(
+        r#"<section class="card narrow"><h1>{}</h1><p><a href="/">{}</a></p></section>"#,
+        esc(&lang.t("notfound.title")),
+        esc(&lang.t("notfound.home"))
+    );
     (StatusCode::NOT_FOUND, Html(format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Atelier</title><link rel=\"stylesheet\" href=\"/static/app.css\"></head><body><main>{body}</main></body></html>"))).into_response()
 }
 
@@ -290,7 +294,12 @@ pub async fn task_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<S
             )
         })
         .collect();
-    let error = task.error_code.as_ref().filter(|_| task.status == TaskStatus::Failed).map(|c| format!(r#"<p class="error" data-code="{}">{}</p>"#, esc(c), t("task.failed"))).unwrap_or_default();
+    let error = task
+        .error_code
+        .as_ref()
+        .filter(|_| task.status == TaskStatus::Failed)
+        .map(|c| format!(r#"<p class="error" data-code="{}">{}</p>"#, esc(c), t("task.failed")))
+        .unwrap_or_default();
     let live = if task.status.is_terminal() { String::new() } else { format!(r#" data-watch="{}"{}"#, task.id, status_labels(ctx.lang)) };
     let body = format!(
         r#"<section class="card" id="task"{live}><h1>{title}</h1>
@@ -338,7 +347,9 @@ pub async fn gallery(State(state): State<AppState>, ctx: Ctx, QueryParams(query)
     };
     let more = page_items
         .next_cursor
-        .map(|c| format!(r#"<p class="pager"><a class="button secondary" href="/gallery?before={}">{}</a></p>"#, esc(&c), t("gallery.older")))
+        .map(|c| {
+            format!(r#"<p class="pager"><a class="button secondary" href="/gallery?before={}">{}</a></p>"#, esc(&c), t("gallery.older"))
+        })
         .unwrap_or_default();
     let body = format!(r#"<section><h1>{}</h1>{content}{more}</section>"#, t("gallery.title"));
     Ok(page(&ctx, StatusCode::OK, &ctx.lang.t("gallery.title"), &body))
@@ -389,7 +400,12 @@ pub async fn image_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<
     Ok(page(&ctx, StatusCode::OK, &ctx.lang.t("image.title"), &body))
 }
 
-pub async fn delete_image_form(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, FormBody(form): FormBody<CsrfOnly>) -> ApiResult<Response> {
+pub async fn delete_image_form(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    FormBody(form): FormBody<CsrfOnly>,
+) -> ApiResult<Response> {
     let user = match signed_in(&ctx) {
         Ok(user) => user,
         Err(redirect) => return Ok(redirect),

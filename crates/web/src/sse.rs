@@ -39,7 +39,11 @@ async fn next_signal_for(signals: &mut broadcast::Receiver<TaskSignal>, task_id:
     }
 }
 
-pub async fn task_events(State(state): State<AppState>, api: ApiUser, Path(id): Path<String>) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+pub async fn task_events(
+    State(state): State<AppState>,
+    api: ApiUser,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let task_id = checked_id(&id)?.to_string();
     state.store.get_task(&api.user.id, &task_id).await?;
     let watch = Watch { signals: state.hub.subscribe(), state, owner_id: api.user.id, task_id, last: None, done: false };
@@ -57,7 +61,9 @@ pub async fn task_events(State(state): State<AppState>, api: ApiUser, Path(id): 
                     let view = task_view(&w.state, &task).await.ok()?;
                     Event::default().event("done").json_data(view)
                 } else {
-                    Event::default().event("status").json_data(json!({ "id": task.id, "status": task.status.as_str(), "progress": task.progress }))
+                    Event::default()
+                        .event("status")
+                        .json_data(json!({ "id": task.id, "status": task.status.as_str(), "progress": task.progress }))
                 };
                 return Some((Ok(event.unwrap_or_default()), w));
             }

@@ -25,7 +25,13 @@ pub async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, b
         return Err(Error::not_found().into());
     }
     let now_s = store::now_ms() / 1000;
-    stripe::verify_signature(header(&headers, "stripe-signature"), &body, &config.stripe_webhook_secrets(), config.stripe_tolerance_seconds, now_s)?;
+    stripe::verify_signature(
+        header(&headers, "stripe-signature"),
+        &body,
+        &config.stripe_webhook_secrets(),
+        config.stripe_tolerance_seconds,
+        now_s,
+    )?;
     let event = stripe::parse_event(&body, config, &state.store).await?;
     apply(&state, event).await
 }

@@ -17,7 +17,10 @@ async fn c05_sign_up_below_thirteen_is_refused_with_a_clear_error() {
     let today = domain::account::Date::from_epoch_ms(store::now_ms());
     let twelve = format!("{}-01-01", today.year - 12);
     let resp = client
-        .post_form("/signup", &[("name", "Kid"), ("email", "kid@example.org"), ("password", "a long enough passphrase"), ("birth_date", &twelve)])
+        .post_form(
+            "/signup",
+            &[("name", "Kid"), ("email", "kid@example.org"), ("password", "a long enough passphrase"), ("birth_date", &twelve)],
+        )
         .await;
     assert_eq!(resp.status, StatusCode::BAD_REQUEST);
     assert!(resp.text().contains(r#"data-code="age_requirement_not_met""#), "{}", resp.text());
@@ -27,7 +30,10 @@ async fn c05_sign_up_below_thirteen_is_refused_with_a_clear_error() {
 
     let thirty = format!("{}-01-01", today.year - 30);
     let resp = client
-        .post_form("/signup", &[("name", "Adult"), ("email", "adult@example.org"), ("password", "a long enough passphrase"), ("birth_date", &thirty)])
+        .post_form(
+            "/signup",
+            &[("name", "Adult"), ("email", "adult@example.org"), ("password", "a long enough passphrase"), ("birth_date", &thirty)],
+        )
         .await;
     assert_eq!(resp.status, StatusCode::SEE_OTHER);
 }
@@ -67,7 +73,13 @@ async fn forms_without_the_csrf_token_are_refused() {
     let app = App::new(SQLITE).await;
     let mut client = app.client();
     client.get("/signin").await;
-    let body = common::form_encode(&[("name", "A"), ("email", "a@example.org"), ("password", "long enough pw"), ("birth_date", "1990-01-01"), ("_csrf", "forged")]);
+    let body = common::form_encode(&[
+        ("name", "A"),
+        ("email", "a@example.org"),
+        ("password", "long enough pw"),
+        ("birth_date", "1990-01-01"),
+        ("_csrf", "forged"),
+    ]);
     let resp = client.send(Method::POST, "/signup", Some("application/x-www-form-urlencoded"), body.into_bytes(), &[]).await;
     assert_eq!(resp.status, StatusCode::FORBIDDEN);
     assert!(resp.text().contains(r#"data-code="csrf_failed""#));
@@ -139,7 +151,9 @@ async fn c01_profile_edits_round_trip_and_change_the_language() {
 async fn pages_speak_the_browser_language_when_no_account_says_otherwise() {
     let app = App::new(SQLITE).await;
     let mut client = app.client();
-    for (accept, lang, phrase) in [("fr-FR,fr;q=0.9", "fr", "Créer"), ("zh-CN", "zh-Hans", "注册"), ("zh-TW", "zh-Hant", "註冊"), ("de", "en", "Create account")] {
+    for (accept, lang, phrase) in
+        [("fr-FR,fr;q=0.9", "fr", "Créer"), ("zh-CN", "zh-Hans", "注册"), ("zh-TW", "zh-Hant", "註冊"), ("de", "en", "Create account")]
+    {
         let resp = client.send(Method::GET, "/signup", None, Vec::new(), &[("accept-language", accept)]).await;
         let html = resp.text();
         assert!(html.contains(&format!(r#"<html lang="{lang}">"#)), "{accept}");
@@ -227,7 +241,15 @@ async fn c10_downloaded_output_is_exactly_what_the_engine_rendered() {
     let resp = client.get(&url).await;
     assert_eq!(resp.headers["content-type"], "image/png");
     let served = decode(&resp.body);
-    let request = GenerateRequest { prompt: "lighthouse at dusk".into(), width: 512, height: 512, style: "sunset".into(), seed: 42, n: 1, ..Default::default() };
+    let request = GenerateRequest {
+        prompt: "lighthouse at dusk".into(),
+        width: 512,
+        height: 512,
+        style: "sunset".into(),
+        seed: 42,
+        n: 1,
+        ..Default::default()
+    };
     let rendered = ProceduralEngine.generate(&request, engines::Observer::silent()).await.unwrap();
     assert_eq!(served.dimensions(), (512, 512));
     assert!(served == rendered[0].image, "stored pixels differ from the engine's: something was added");
@@ -246,7 +268,8 @@ async fn c30_deleting_an_image_removes_its_objects_from_disk_at_once() {
     assert_eq!(app.object_files().len(), 4, "two outputs and two thumbnails on disk");
     let id = outputs[0]["id"].as_str().unwrap();
     let thumb = outputs[0]["thumbnail_url"].as_str().unwrap().to_string();
-    let keys: Vec<_> = app.state.store.asset_family(&done["owner_id"].as_str().unwrap(), id).await.unwrap().into_iter().map(|a| a.storage_key).collect();
+    let keys: Vec<_> =
+        app.state.store.asset_family(&done["owner_id"].as_str().unwrap(), id).await.unwrap().into_iter().map(|a| a.storage_key).collect();
     assert_eq!(keys.len(), 2);
 
     let resp = client.api(Method::DELETE, &format!("/api/v1/assets/{id}"), None, &[]).await;
@@ -314,7 +337,9 @@ async fn task_events_stream_ends_with_the_finished_task() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         worker.run_one().await.unwrap()
     });
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(60), client.get(&format!("/api/v1/tasks/{id}/events"))).await.expect("stream ends");
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(60), client.get(&format!("/api/v1/tasks/{id}/events")))
+        .await
+        .expect("stream ends");
     assert!(runner.await.unwrap());
     assert_eq!(resp.headers["content-type"], "text/event-stream");
     let text = resp.text();

@@ -38,7 +38,9 @@ async fn c13_prices_are_shown_and_the_history_matches_the_tasks() {
             .unwrap()
             .iter()
             .rev()
-            .map(|e| (e["kind"].as_str().unwrap().to_string(), e["amount"].as_i64().unwrap(), e["reference"].as_str().unwrap_or("").to_string()))
+            .map(|e| {
+                (e["kind"].as_str().unwrap().to_string(), e["amount"].as_i64().unwrap(), e["reference"].as_str().unwrap_or("").to_string())
+            })
             .collect();
         let ok_id = ok["id"].as_str().unwrap().to_string();
         assert_eq!(
@@ -94,15 +96,20 @@ async fn c34_admin_credit_adjustments_need_a_reason_and_are_audited() {
     assert_eq!(member.api(Method::GET, "/api/v1/billing", None, &[]).await.json()["balance"]["available"], 10);
     // Not an admin: the page and the API do not exist.
     assert_eq!(member.get("/admin/credits").await.status, StatusCode::NOT_FOUND);
-    let resp = member.api(Method::POST, &format!("/api/v1/admin/credits/{member_id}"), Some(json!({"amount": 100, "reason": "me"})), &[]).await;
+    let resp =
+        member.api(Method::POST, &format!("/api/v1/admin/credits/{member_id}"), Some(json!({"amount": 100, "reason": "me"})), &[]).await;
     assert_eq!(resp.status, StatusCode::NOT_FOUND);
 
     app.state.store.set_role(&admin_id, "admin").await.unwrap();
     let resp = admin.post_form("/admin/credits", &[("account", "member@example.org"), ("amount", "25"), ("reason", "")]).await;
     assert_eq!(resp.status, StatusCode::BAD_REQUEST, "a reason is required");
-    let resp = admin.post_form("/admin/credits", &[("account", "member@example.org"), ("amount", "25"), ("reason", "goodwill after an outage")]).await;
+    let resp = admin
+        .post_form("/admin/credits", &[("account", "member@example.org"), ("amount", "25"), ("reason", "goodwill after an outage")])
+        .await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    let resp = admin.api(Method::POST, &format!("/api/v1/admin/credits/{member_id}"), Some(json!({"amount": -40, "reason": "chargeback"})), &[]).await;
+    let resp = admin
+        .api(Method::POST, &format!("/api/v1/admin/credits/{member_id}"), Some(json!({"amount": -40, "reason": "chargeback"})), &[])
+        .await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     // 10 + 25 - 40: the 5 missing become a debt the member and admins see.
     assert_eq!(resp.json()["balance"], json!({"available": 0, "held": 0, "debt": 5}));

@@ -39,12 +39,18 @@ struct Script {
 
 type Shared = Arc<Mutex<Script>>;
 
-async fn access_token(State(script): State<Shared>, headers: HeaderMap, axum::Form(form): axum::Form<HashMap<String, String>>) -> axum::response::Response {
+async fn access_token(
+    State(script): State<Shared>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<HashMap<String, String>>,
+) -> axum::response::Response {
     let field = |k: &str| form.get(k).cloned().unwrap_or_default();
     let mut script = script.lock().unwrap();
     let answer = match script.codes.remove(&field("code")) {
         None => json!({"error": "bad_verification_code", "error_description": "The code passed is incorrect or expired."}),
-        Some(_) if (field("client_id"), field("client_secret")) != ("gh-client".into(), "gh-secret".into()) => json!({"error": "incorrect_client_credentials"}),
+        Some(_) if (field("client_id"), field("client_secret")) != ("gh-client".into(), "gh-secret".into()) => {
+            json!({"error": "incorrect_client_credentials"})
+        }
         Some((challenge, _)) if URL_SAFE_NO_PAD.encode(Sha256::digest(field("code_verifier").as_bytes())) != challenge => {
             json!({"error": "bad_verification_code", "error_description": "PKCE verification failed"})
         }
@@ -58,17 +64,28 @@ async fn access_token(State(script): State<Shared>, headers: HeaderMap, axum::Fo
     if headers.get("accept").and_then(|v| v.to_str().ok()) == Some("application/json") {
         axum::Json(answer).into_response()
     } else {
-        let form: Vec<(String, String)> = answer.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect();
+        let form: Vec<(String, String)> =
+            answer.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect();
         url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish().into_response()
     }
 }
 
 fn caller(script: &Shared, headers: &HeaderMap) -> Result<GitHubUser, axum::response::Response> {
     if !headers.contains_key("user-agent") {
-        return Err((StatusCode::FORBIDDEN, "Request forbidden by administrative rules. Please make sure your request has a User-Agent header").into_response());
+        return Err((
+            StatusCode::FORBIDDEN,
+            "Request forbidden by administrative rules. Please make sure your request has a User-Agent header",
+        )
+            .into_response());
     }
     let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    script.lock().unwrap().tokens.get(token).cloned().ok_or_else(|| (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Bad credentials"}))).into_response())
+    script
+        .lock()
+        .unwrap()
+        .tokens
+        .get(token)
+        .cloned()
+        .ok_or_else(|| (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Bad credentials"}))).into_response())
 }
 
 struct FakeGitHub {
@@ -84,11 +101,15 @@ async fn start_github() -> FakeGitHub {
         .route("/login/oauth/access_token", post(access_token))
         .route(
             "/user",
-            get(|State(s): State<Shared>, h: HeaderMap| async move { caller(&s, &h).map(|who| axum::Json(who.user).into_response()).unwrap_or_else(|e| e) }),
+            get(|State(s): State<Shared>, h: HeaderMap| async move {
+                caller(&s, &h).map(|who| axum::Json(who.user).into_response()).unwrap_or_else(|e| e)
+            }),
         )
         .route(
             "/user/emails",
-            get(|State(s): State<Shared>, h: HeaderMap| async move { caller(&s, &h).map(|who| axum::Json(who.emails).into_response()).unwrap_or_else(|e| e) }),
+            get(|State(s): State<Shared>, h: HeaderMap| async move {
+                caller(&s, &h).map(|who| axum::Json(who.emails).into_response()).unwrap_or_else(|e| e)
+            }),
         )
         .with_state(script.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -98,8 +119,13 @@ async fn start_github() -> FakeGitHub {
 async fn app_with_github(github: &FakeGitHub) -> App {
     let mut config = WebConfig::default();
     let base = &github.base;
-    config.auth.providers =
-        vec![Provider::github("gh-client", "gh-secret", &format!("{base}/login/oauth/authorize"), &format!("{base}/login/oauth/access_token"), base)];
+    config.auth.providers = vec![Provider::github(
+        "gh-client",
+        "gh-secret",
+        &format!("{base}/login/oauth/authorize"),
+        &format!("{base}/login/oauth/access_token"),
+        base,
+    )];
     App::with_config(SQLITE, config).await
 }
 
@@ -134,7 +160,10 @@ async fn round_trip(github: &FakeGitHub, client: &mut Client, who: GitHubUser, l
 
 fn error_code(resp: &Resp) -> String {
     let text = resp.text();
-    text.split(r#"data-code=""#).nth(1).map(|s| s.split('"').next().unwrap().to_string()).unwrap_or_else(|| format!("no error in {} {text}", resp.status))
+    text.split(r#"data-code=""#)
+        .nth(1)
+        .map(|s| s.split('"').next().unwrap().to_string())
+        .unwrap_or_else(|| format!("no error in {} {text}", resp.status))
 }
 
 #[tokio::test]
@@ -211,7 +240,10 @@ async fn c34_linking_and_unlinking_providers_is_audited_notified_and_never_remov
     let trail = app.state.store.audit_entries(Some(&carol_id), None, 50).await.unwrap().items;
     for action in ["identity_linked", "identity_unlinked"] {
         let entry = trail.iter().find(|e| e.action == action).unwrap();
-        assert_eq!((entry.actor_id.as_deref(), entry.ip.as_deref(), entry.detail.as_deref()), (Some(carol_id.as_str()), Some("192.0.2.0"), Some("github")));
+        assert_eq!(
+            (entry.actor_id.as_deref(), entry.ip.as_deref(), entry.detail.as_deref()),
+            (Some(carol_id.as_str()), Some("192.0.2.0"), Some("github"))
+        );
     }
 
     // An account made with GitHub has no password: its only identity stays
@@ -228,5 +260,8 @@ async fn c34_linking_and_unlinking_providers_is_audited_notified_and_never_remov
     let resp = erin.post_form(&format!("/account/security/identities/{}/unlink", only.id), &[]).await;
     assert!(resp.text().contains("The sign-in method is unlinked."));
     let mut again = app.client();
-    assert_eq!(again.post_form("/signin", &[("email", "erin@example.org"), ("password", "erin's own passphrase")]).await.location(), "/generate");
+    assert_eq!(
+        again.post_form("/signin", &[("email", "erin@example.org"), ("password", "erin's own passphrase")]).await.location(),
+        "/generate"
+    );
 }

@@ -174,7 +174,11 @@ async fn hostile_uploads_are_refused_with_their_code_and_leave_nothing() {
 
     assert!(app.object_files().is_empty(), "nothing half-written: {:?}", app.object_files());
     // Over the byte limit: refused by the body limit or the image limit, never stored.
-    let small = App::with_config(SQLITE, web::WebConfig { decode_limits: imaging::DecodeLimits { max_bytes: 100, ..Default::default() }, ..Default::default() }).await;
+    let small = App::with_config(
+        SQLITE,
+        web::WebConfig { decode_limits: imaging::DecodeLimits { max_bytes: 100, ..Default::default() }, ..Default::default() },
+    )
+    .await;
     let mut c = small.client();
     c.signed_up("small@example.org").await;
     let resp = upload_raw(&mut c, phone_photo(), "image/jpeg").await;
@@ -202,7 +206,12 @@ async fn c09_edit_variation_upscale_and_restyle_yield_images_of_the_asked_size()
     assert_eq!((up["outputs"][0]["width"].as_i64(), up["outputs"][0]["height"].as_i64()), (Some(1024), Some(1024)));
 
     // Restyle.
-    let t = action(&mut client, &format!("/api/v1/images/{source_id}/restyle"), json!({"style": "watercolor", "output_format": "webp", "output_compression": 80})).await;
+    let t = action(
+        &mut client,
+        &format!("/api/v1/images/{source_id}/restyle"),
+        json!({"style": "watercolor", "output_format": "webp", "output_compression": 80}),
+    )
+    .await;
     let re = finished(&app, &mut client, &t).await;
     let url = re["outputs"][0]["url"].as_str().unwrap().to_string();
     let served = client.get(&url).await;
@@ -222,7 +231,8 @@ async fn c09_edit_variation_upscale_and_restyle_yield_images_of_the_asked_size()
     let resp = upload_raw(&mut client, imaging::encode_png(&mask).unwrap().bytes, "application/octet-stream").await;
     assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.text());
     let mask_id = resp.json()["id"].as_str().unwrap().to_string();
-    let t = action(&mut client, &format!("/api/v1/images/{source_id}/edits"), json!({"prompt": "a red moon", "mask": mask_id, "seed": 4})).await;
+    let t = action(&mut client, &format!("/api/v1/images/{source_id}/edits"), json!({"prompt": "a red moon", "mask": mask_id, "seed": 4}))
+        .await;
     let ed = finished(&app, &mut client, &t).await;
     let edited = output_image(&mut client, &ed, 0).await;
     assert_eq!(edited.dimensions(), (256, 256));
@@ -236,13 +246,27 @@ async fn c09_edit_variation_upscale_and_restyle_yield_images_of_the_asked_size()
     }
     assert!(changed > 128 * 96 / 2, "the masked area was not repainted ({changed} pixels)");
 
+    // An upload larger than the engines render needs an explicit size.
+    let wide = RgbaImage::from_pixel(5000, 40, Rgba([9, 99, 199, 255]));
+    let resp = upload_raw(&mut client, imaging::encode_png(&wide).unwrap().bytes, "image/png").await;
+    let wide_id = resp.json()["id"].as_str().unwrap().to_string();
+    for path in ["variations", "edits"] {
+        let resp = client.api(Method::POST, &format!("/api/v1/images/{wide_id}/{path}"), Some(json!({"prompt": "x"}).as_object().map(|o| if path == "edits" { json!(o) } else { json!({}) }).unwrap()), &[]).await;
+        assert_eq!(resp.error_code(), "invalid_input", "{path}: {}", resp.text());
+    }
+
     // Another account cannot act on these images.
     let mut other = app.client();
     other.signed_up("other@example.org").await;
     let resp = other.api(Method::POST, &format!("/api/v1/images/{source_id}/upscale"), Some(json!({})), &[]).await;
     assert_eq!(resp.error_code(), "not_found");
     // Bad parameters are refused before anything is queued.
-    for (path, body) in [("upscale", json!({"factor": 3})), ("restyle", json!({"style": "none"})), ("restyle", json!({"style": "sepia"})), ("edits", json!({"prompt": " "}))] {
+    for (path, body) in [
+        ("upscale", json!({"factor": 3})),
+        ("restyle", json!({"style": "none"})),
+        ("restyle", json!({"style": "sepia"})),
+        ("edits", json!({"prompt": " "})),
+    ] {
         let resp = client.api(Method::POST, &format!("/api/v1/images/{source_id}/{path}"), Some(body), &[]).await;
         assert_eq!(resp.error_code(), "invalid_input", "{path}");
     }

@@ -138,7 +138,10 @@ async fn start(client: &mut Client, name: &str) -> String {
 
 fn error_code(resp: &Resp) -> String {
     let text = resp.text();
-    text.split(r#"data-code=""#).nth(1).map(|s| s.split('"').next().unwrap().to_string()).unwrap_or_else(|| format!("no error in {} {text}", resp.status))
+    text.split(r#"data-code=""#)
+        .nth(1)
+        .map(|s| s.split('"').next().unwrap().to_string())
+        .unwrap_or_else(|| format!("no error in {} {text}", resp.status))
 }
 
 async fn app_with(providers: Vec<Provider>) -> App {
@@ -344,22 +347,29 @@ async fn start_local_provider() -> LocalProvider {
         .route("/jwks", get(move || async move { axum::Json(jwks) }))
         .route(
             "/token",
-            post(|State(script): State<Arc<Mutex<Scripted>>>, headers: axum::http::HeaderMap, axum::Form(form): axum::Form<HashMap<String, String>>| async move {
-                let basic = format!("Basic {}", STANDARD.encode(format!("atelier:{SECRET}")));
-                if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(basic.as_str()) {
-                    return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client"})));
-                }
-                let mut script = script.lock().unwrap();
-                let Some((challenge, id_token)) = script.codes.remove(form.get("code").map(String::as_str).unwrap_or("")) else {
-                    return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"})));
-                };
-                let verifier = form.get("code_verifier").cloned().unwrap_or_default();
-                if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != challenge {
-                    return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant", "error_description": "PKCE"})));
-                }
-                script.pkce_ok += 1;
-                (StatusCode::OK, axum::Json(json!({"access_token": "at", "token_type": "Bearer", "expires_in": 300, "id_token": id_token})))
-            }),
+            post(
+                |State(script): State<Arc<Mutex<Scripted>>>,
+                 headers: axum::http::HeaderMap,
+                 axum::Form(form): axum::Form<HashMap<String, String>>| async move {
+                    let basic = format!("Basic {}", STANDARD.encode(format!("atelier:{SECRET}")));
+                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(basic.as_str()) {
+                        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client"})));
+                    }
+                    let mut script = script.lock().unwrap();
+                    let Some((challenge, id_token)) = script.codes.remove(form.get("code").map(String::as_str).unwrap_or("")) else {
+                        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"})));
+                    };
+                    let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+                    if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != challenge {
+                        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant", "error_description": "PKCE"})));
+                    }
+                    script.pkce_ok += 1;
+                    (
+                        StatusCode::OK,
+                        axum::Json(json!({"access_token": "at", "token_type": "Bearer", "expires_in": 300, "id_token": id_token})),
+                    )
+                },
+            ),
         )
         .with_state(script.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -377,7 +387,8 @@ async fn flow(app: &App, idp: &LocalProvider, id_token: impl FnOnce(&str) -> Str
     static CODES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut browser = app.client();
     let authorize = start(&mut browser, "local").await;
-    let (state, nonce, challenge) = (query_param(&authorize, "state"), query_param(&authorize, "nonce"), query_param(&authorize, "code_challenge"));
+    let (state, nonce, challenge) =
+        (query_param(&authorize, "state"), query_param(&authorize, "nonce"), query_param(&authorize, "code_challenge"));
     let code = format!("code-{}", CODES.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
     idp.script.lock().unwrap().codes.insert(code.clone(), (challenge, id_token(&nonce)));
     let resp = browser.get(&format!("/auth/local/callback?code={code}&state={state}")).await;
@@ -411,7 +422,13 @@ async fn c03_id_tokens_from_another_key_for_another_audience_or_with_a_replayed_
         ("with a replayed nonce", flow(&app, &idp, |_| idp.key.token(&claims(&first_nonce, "mallory3"))).await),
         ("from another issuer", flow(&app, &idp, |n| with(n, "mallory4", "iss", json!("https://accounts.google.com"))).await),
         ("expired", flow(&app, &idp, |n| with(n, "mallory5", "exp", json!(now_secs() - 3600))).await),
-        ("unsigned (alg none)", flow(&app, &idp, |n| format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#), URL_SAFE_NO_PAD.encode(claims(n, "mallory6").to_string()))).await),
+        (
+            "unsigned (alg none)",
+            flow(&app, &idp, |n| {
+                format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#), URL_SAFE_NO_PAD.encode(claims(n, "mallory6").to_string()))
+            })
+            .await,
+        ),
     ];
     for (case, (resp, _, browser)) in results {
         assert_eq!((resp.status, error_code(&resp)), (StatusCode::BAD_REQUEST, "external_sign_in_failed".to_string()), "a token {case}");

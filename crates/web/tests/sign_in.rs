@@ -74,8 +74,16 @@ async fn c24_sign_up_mails_a_verification_link_that_works_once_and_signs_in() {
     let mut french = app.client();
     french.get("/signin").await;
     let csrf = french.csrf();
-    let body = common::form_encode(&[("name", "Léa"), ("email", "lea@example.org"), ("password", PW), ("birth_date", "1990-02-03"), ("_csrf", &csrf)]);
-    french.send(Method::POST, "/signup", Some("application/x-www-form-urlencoded"), body.into_bytes(), &[("accept-language", "fr-FR")]).await;
+    let body = common::form_encode(&[
+        ("name", "Léa"),
+        ("email", "lea@example.org"),
+        ("password", PW),
+        ("birth_date", "1990-02-03"),
+        ("_csrf", &csrf),
+    ]);
+    french
+        .send(Method::POST, "/signup", Some("application/x-www-form-urlencoded"), body.into_bytes(), &[("accept-language", "fr-FR")])
+        .await;
     let mail = wait_for_mail(&app.state.store, "lea@example.org", "verify_email").await;
     assert_eq!(mail.subject, "Confirmez votre adresse e-mail pour Atelier");
     assert!(mail.body_text.starts_with("Bonjour Léa,"));
@@ -175,7 +183,8 @@ async fn c04_a_revoked_session_stops_working_at_once() {
     let csrf = phone.csrf();
     let body = common::form_encode(&[("email", "sessions@example.org"), ("password", PW), ("_csrf", &csrf)]);
     let ua = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
-    let resp = phone.send(Method::POST, "/signin", Some("application/x-www-form-urlencoded"), body.into_bytes(), &[("user-agent", ua)]).await;
+    let resp =
+        phone.send(Method::POST, "/signin", Some("application/x-www-form-urlencoded"), body.into_bytes(), &[("user-agent", ua)]).await;
     assert_eq!(resp.status, StatusCode::SEE_OTHER);
 
     let sessions = session_ids(&mut laptop).await;
@@ -187,7 +196,10 @@ async fn c04_a_revoked_session_stops_working_at_once() {
     // Another account cannot end it.
     let mut stranger = app.client();
     stranger.signed_up("stranger@example.org").await;
-    assert_eq!(stranger.api(Method::DELETE, &format!("/api/v1/account/sessions/{phone_id}"), None, &[]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        stranger.api(Method::DELETE, &format!("/api/v1/account/sessions/{phone_id}"), None, &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(account_status(&mut phone).await, StatusCode::OK);
 
     let resp = laptop.api(Method::DELETE, &format!("/api/v1/account/sessions/{phone_id}"), None, &[]).await;
@@ -219,7 +231,9 @@ async fn c04_changing_the_password_needs_the_current_one_and_ends_the_other_sess
     let mut other = app.client();
     assert_eq!(sign_in(&mut other, "change@example.org", PW).await.status, StatusCode::SEE_OTHER);
 
-    let resp = mine.post_form("/account/security/password", &[("current_password", "not my password"), ("new_password", "the next passphrase")]).await;
+    let resp = mine
+        .post_form("/account/security/password", &[("current_password", "not my password"), ("new_password", "the next passphrase")])
+        .await;
     assert_eq!((resp.status, error_code_of(&resp)), (StatusCode::UNAUTHORIZED, "invalid_credentials".to_string()));
     assert_eq!(account_status(&mut other).await, StatusCode::OK);
     let resp = mine.post_form("/account/security/password", &[("current_password", PW), ("new_password", "the next passphrase")]).await;
@@ -284,7 +298,8 @@ async fn c04_totp_enrolment_sign_in_with_a_code_and_a_recovery_code_that_works_o
     assert!(mail.body_text.contains("9 recovery codes are left"), "{}", mail.body_text);
     let mut again = to_second_factor(&app, "totp@example.org").await;
     assert_eq!(error_code_of(&again.post_form("/signin/2fa", &[("code", &codes[3])]).await), "invalid_code");
-    let actions: Vec<String> = app.state.store.audit_entries(Some(&id), None, 100).await.unwrap().items.into_iter().map(|a| a.action).collect();
+    let actions: Vec<String> =
+        app.state.store.audit_entries(Some(&id), None, 100).await.unwrap().items.into_iter().map(|a| a.action).collect();
     assert!(actions.contains(&"recovery_code_used".to_string()) && actions.contains(&"totp_enabled".to_string()));
 
     // Turning it off needs the password and a code.
@@ -321,7 +336,16 @@ async fn c04_one_hundred_failed_sign_ins_in_an_hour_lock_the_account_even_for_th
     assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS, "the right password is refused during the lockout");
     assert!(resp.headers.contains_key("retry-after"));
 
-    let failed = app.state.store.audit_entries(Some(&id), None, 200).await.unwrap().items.into_iter().filter(|a| a.action == "sign_in_failed").count();
+    let failed = app
+        .state
+        .store
+        .audit_entries(Some(&id), None, 200)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|a| a.action == "sign_in_failed")
+        .count();
     assert_eq!(failed, 100, "each failure is audited, refusals during the lockout check nothing");
 
     clock.advance_ms(retry * 1000 + 1000);
@@ -347,7 +371,11 @@ async fn failed_sign_ins_get_growing_delays_for_known_and_unknown_emails_alike()
     clock.advance_ms(2_000);
     assert_eq!(sign_in(&mut app.client(), "slow@example.org", PW).await.status, StatusCode::SEE_OTHER);
     let mut fresh = app.client();
-    assert_eq!(sign_in(&mut fresh, "slow@example.org", "wrong password").await.status, StatusCode::UNAUTHORIZED, "a full sign-in clears the record");
+    assert_eq!(
+        sign_in(&mut fresh, "slow@example.org", "wrong password").await.status,
+        StatusCode::UNAUTHORIZED,
+        "a full sign-in clears the record"
+    );
 }
 
 #[tokio::test]
@@ -369,7 +397,8 @@ async fn c34_security_actions_are_audited_with_actor_time_and_truncated_ip() {
     let secret = attr_after(&me.post_form("/account/security/totp/setup", &[]).await.text(), r#"name="secret" value=""#);
     me.post_form("/account/security/totp/enable", &[("secret", &secret), ("code", &code_for(&secret, &clock))]).await;
     clock.advance_ms(30_000);
-    me.post_form("/account/security/totp/disable", &[("current_password", "second passphrase"), ("code", &code_for(&secret, &clock))]).await;
+    me.post_form("/account/security/totp/disable", &[("current_password", "second passphrase"), ("code", &code_for(&secret, &clock))])
+        .await;
     me.post_form("/account/email", &[("email", "audit.new@example.org"), ("current_password", "second passphrase")]).await;
     let link = link_in(&wait_for_mail(&app.state.store, "audit.new@example.org", "email_change").await, "/account/email/confirm?token=");
     me.post_form("/account/email/confirm", &[("token", &token_of(&link))]).await;
@@ -421,7 +450,11 @@ async fn c01_email_change_needs_the_password_and_a_confirmation_from_the_new_add
     let resp = client.post_form("/account/email", &[("email", "New@Example.org"), ("current_password", PW)]).await;
     assert_eq!(resp.status, StatusCode::OK);
     assert!(resp.text().contains("A confirmation link is on its way"));
-    assert_eq!(client.api(Method::GET, "/api/v1/account", None, &[]).await.json()["email"], "old@example.org", "nothing changes before the confirmation");
+    assert_eq!(
+        client.api(Method::GET, "/api/v1/account", None, &[]).await.json()["email"],
+        "old@example.org",
+        "nothing changes before the confirmation"
+    );
     let mail = wait_for_mail(&app.state.store, "new@example.org", "email_change").await;
     let link = link_in(&mail, "/account/email/confirm?token=");
     assert!(client.get(&link).await.text().contains("new@example.org"));
@@ -443,7 +476,10 @@ fn multipart(csrf: &str, file: &[u8]) -> (String, Vec<u8>) {
     let boundary = "----atelier-test-boundary";
     let mut body = Vec::new();
     body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"_csrf\"\r\n\r\n{csrf}\r\n").as_bytes());
-    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"avatar\"; filename=\"me.png\"\r\nContent-Type: image/png\r\n\r\n").as_bytes());
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"avatar\"; filename=\"me.png\"\r\nContent-Type: image/png\r\n\r\n")
+            .as_bytes(),
+    );
     body.extend_from_slice(file);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)

@@ -20,7 +20,9 @@ async fn c28_behind_https_cookies_are_secure_and_hsts_is_sent() {
     assert!(session.contains("; Secure") && session.contains("HttpOnly") && session.contains("SameSite=Lax"));
     for path in ["/", "/api/v1/tasks", "/static/app.js", "/healthz"] {
         let resp = client.get(path).await;
-        for header in ["strict-transport-security", "content-security-policy", "x-content-type-options", "referrer-policy", "x-frame-options"] {
+        for header in
+            ["strict-transport-security", "content-security-policy", "x-content-type-options", "referrer-policy", "x-frame-options"]
+        {
             assert!(resp.headers.contains_key(header), "{path} lacks {header}");
         }
     }

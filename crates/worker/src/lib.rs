@@ -252,7 +252,9 @@ impl Worker {
             let (img, output, side) = (image.image.clone(), *output, self.config.thumbnail_side);
             let (full, thumb) = blocking(move || Ok((imaging::encode(&img, &output)?, imaging::thumbnail(&img, side)?))).await?;
             let output_id = new_id();
-            for (encoded, kind, id, parent) in [(full, "output", output_id.clone(), None), (thumb, "thumbnail", new_id(), Some(output_id.clone()))] {
+            for (encoded, kind, id, parent) in
+                [(full, "output", output_id.clone(), None), (thumb, "thumbnail", new_id(), Some(output_id.clone()))]
+            {
                 let asset = NewAsset {
                     storage_key: format!("{}/{}.{}", task.owner_id, id, encoded.format().extension()),
                     id,

@@ -95,7 +95,8 @@ impl Browser {
             if let Some(user) = store.user_by_email(email).await.unwrap() {
                 let mails = store.mail_of_user(&user.id).await.unwrap();
                 if let Some(mail) = mails.iter().find(|m| m.kind == kind) {
-                    let at = mail.body_text.find(&format!("{path}?token=")).unwrap_or_else(|| panic!("no {path} link in {}", mail.body_text));
+                    let at =
+                        mail.body_text.find(&format!("{path}?token=")).unwrap_or_else(|| panic!("no {path} link in {}", mail.body_text));
                     let link = mail.body_text[at..].split_whitespace().next().unwrap();
                     break link.split("token=").nth(1).unwrap().split('&').next().unwrap().to_string();
                 }
@@ -145,7 +146,8 @@ impl Browser {
     /// signed in, as a new user would.
     pub async fn sign_up(&mut self, email: &str, password: &str) {
         self.get("/signup").await;
-        let resp = self.post_form("/signup", &[("name", "Noor"), ("email", email), ("password", password), ("birth_date", "1988-03-09")]).await;
+        let resp =
+            self.post_form("/signup", &[("name", "Noor"), ("email", email), ("password", password), ("birth_date", "1988-03-09")]).await;
         assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
         let token = self.mailed_token(email, "verify_email", "/verify-email").await;
         let page = self.get(&format!("/verify-email?token={token}")).await;
@@ -188,7 +190,6 @@ pub fn png_size(bytes: &[u8]) -> (u32, u32) {
     let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     (be(&bytes[16..20]), be(&bytes[20..24]))
 }
-
 
 impl Server {
     /// SIGTERM, then wait for a clean exit.

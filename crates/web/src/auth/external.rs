@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use store::{NewIdentity, NewUser, User};
 
 use super::providers::{ExternalProfile, Provider};
-use super::{audit, consume_token, first_factor_passed, issue_token, notices, peek_token, purpose, token_hash, SignInStep, CONFIRMATION_MS};
+use super::{
+    audit, consume_token, first_factor_passed, issue_token, notices, peek_token, purpose, token_hash, SignInStep, CONFIRMATION_MS,
+};
 use crate::context::tokens_match;
 use crate::AppState;
 
@@ -74,7 +76,13 @@ pub async fn start(state: &AppState, name: &str, linking: Option<&User>) -> Resu
     let provider = provider(state, name)?;
     let (nonce, verifier, browser) = (super::new_token(), super::new_token(), super::new_token());
     let redirect_uri = notices::link(state, &format!("/auth/{}/callback", provider.name));
-    let flow = Flow { provider: provider.name.clone(), nonce: nonce.clone(), verifier: verifier.clone(), browser: token_hash(&browser), redirect_uri: redirect_uri.clone() };
+    let flow = Flow {
+        provider: provider.name.clone(),
+        nonce: nonce.clone(),
+        verifier: verifier.clone(),
+        browser: token_hash(&browser),
+        redirect_uri: redirect_uri.clone(),
+    };
     let flow = serde_json::to_value(&flow).map_err(|e| Error::internal(e.to_string()))?;
     let state_param = issue_token(state, purpose::OAUTH_STATE, linking.map(|u| u.id.as_str()), Some(flow), FLOW_MS).await?;
     let now = state.config.clock.now_ms();
@@ -115,7 +123,9 @@ pub async fn callback(
     let provider = provider(state, name)?;
     // The state is used up first, whatever happens next: a replayed or
     // tampered callback finds nothing.
-    let flow_token = consume_token(state, purpose::OAUTH_STATE, params.state.as_deref().unwrap_or("")).await.map_err(|_| failed("unknown, used or expired state"))?;
+    let flow_token = consume_token(state, purpose::OAUTH_STATE, params.state.as_deref().unwrap_or(""))
+        .await
+        .map_err(|_| failed("unknown, used or expired state"))?;
     let flow: Flow = flow_token.data.as_deref().and_then(|d| serde_json::from_str(d).ok()).ok_or_else(|| failed("bad flow record"))?;
     if flow.provider != provider.name {
         return Err(failed("state belongs to another provider"));
@@ -154,7 +164,12 @@ pub async fn callback(
         (Some(email), true) => normalize_email(email).map_err(|_| failed("the provider's email is not usable"))?,
         _ => return Err(Error::new(ErrorCode::EmailNotVerified, "the provider account has no verified email address")),
     };
-    let pending = PendingIdentity { provider: profile.provider.clone(), subject: profile.subject.clone(), email: email.clone(), name: profile.name.clone() };
+    let pending = PendingIdentity {
+        provider: profile.provider.clone(),
+        subject: profile.subject.clone(),
+        email: email.clone(),
+        name: profile.name.clone(),
+    };
     if let Some(owner) = state.store.user_by_email(&email).await? {
         if signed_in.is_some_and(|u| u.id == owner.id) {
             link(state, &owner, provider, &profile, ip).await?;
@@ -185,7 +200,12 @@ async fn link(state: &AppState, user: &User, provider: &Provider, profile: &Exte
     }
     state
         .store
-        .link_identity(NewIdentity { user_id: user.id.clone(), provider: profile.provider.clone(), subject: profile.subject.clone(), email: profile.email.clone() })
+        .link_identity(NewIdentity {
+            user_id: user.id.clone(),
+            provider: profile.provider.clone(),
+            subject: profile.subject.clone(),
+            email: profile.email.clone(),
+        })
         .await?;
     audit(state, Some(&user.id), "identity_linked", Some(&user.id), ip, Some(&profile.provider)).await;
     notices::send_quietly(state, user, "identity_linked", &[("provider", &provider.label)]).await;
@@ -210,14 +230,25 @@ pub async fn pending(state: &AppState, purpose: &str, token: &str) -> Result<(St
 pub async fn confirm_link(state: &AppState, token: &str, ip: Option<IpAddr>, user_agent: Option<String>) -> Result<SignInStep> {
     let token = consume_token(state, purpose::LINK_IDENTITY, token).await?;
     let pending = pending_of(&token)?;
-    let user = state.store.user_by_id(token.user_id.as_deref().unwrap_or("")).await?.filter(|u| u.status == "active").ok_or_else(super::invalid_token)?;
+    let user = state
+        .store
+        .user_by_id(token.user_id.as_deref().unwrap_or(""))
+        .await?
+        .filter(|u| u.status == "active")
+        .ok_or_else(super::invalid_token)?;
     let provider = state.config.auth.provider_by_key(&pending.provider).ok_or_else(super::invalid_token)?.clone();
     if user.email_verified_at.is_none() {
         state.store.set_password_hash(&user.id, None).await?;
         state.store.delete_user_sessions(&user.id, None).await?;
         state.store.mark_email_verified(&user.id, state.config.clock.now_ms()).await?;
     }
-    let profile = ExternalProfile { provider: pending.provider, subject: pending.subject, email: Some(pending.email), email_verified: true, name: pending.name };
+    let profile = ExternalProfile {
+        provider: pending.provider,
+        subject: pending.subject,
+        email: Some(pending.email),
+        email_verified: true,
+        name: pending.name,
+    };
     link(state, &user, &provider, &profile, ip).await?;
     first_factor_passed(state, &user, &profile.provider, ip, user_agent).await
 }
@@ -225,7 +256,16 @@ pub async fn confirm_link(state: &AppState, token: &str, ip: Option<IpAddr>, use
 /// Creates the account of a pending external sign-up once the form's rules
 /// pass (name, age), links the identity and signs in.
 #[allow(clippy::too_many_arguments)]
-pub async fn complete_sign_up(state: &AppState, token: &str, name: &str, birth_date: &str, today: Date, locale: Option<String>, ip: Option<IpAddr>, user_agent: Option<String>) -> Result<SignInStep> {
+pub async fn complete_sign_up(
+    state: &AppState,
+    token: &str,
+    name: &str,
+    birth_date: &str,
+    today: Date,
+    locale: Option<String>,
+    ip: Option<IpAddr>,
+    user_agent: Option<String>,
+) -> Result<SignInStep> {
     let name = normalize_name(name)?;
     check_age(birth_date, today, state.config.min_age)?;
     let pending = pending_of(&consume_token(state, purpose::EXTERNAL_SIGN_UP, token).await?)?;
@@ -239,7 +279,12 @@ pub async fn complete_sign_up(state: &AppState, token: &str, name: &str, birth_d
     // still only its mailbox owner's.
     state
         .store
-        .link_identity(NewIdentity { user_id: user.id.clone(), provider: pending.provider.clone(), subject: pending.subject.clone(), email: Some(pending.email.clone()) })
+        .link_identity(NewIdentity {
+            user_id: user.id.clone(),
+            provider: pending.provider.clone(),
+            subject: pending.subject.clone(),
+            email: Some(pending.email.clone()),
+        })
         .await?;
     tracing::info!(user = %user.id, "account created");
     audit(state, Some(&user.id), "account_created", Some(&user.id), ip, Some(&pending.provider)).await;

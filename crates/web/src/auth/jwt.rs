@@ -131,7 +131,9 @@ fn verify_with(key: &Jwk, alg: &str, message: &[u8], sig: &[u8]) -> Result<(), J
             point.push(4);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point).verify(message, sig).map_err(|_| JwtError::BadSignature)
+            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point)
+                .verify(message, sig)
+                .map_err(|_| JwtError::BadSignature)
         }
         other => Err(JwtError::UnsupportedAlgorithm(other.to_string())),
     }

@@ -108,7 +108,8 @@ pub(crate) async fn verify_password(password: String, hash: Option<String>) -> b
     tokio::task::spawn_blocking(move || {
         let known = hash.is_some();
         let stored = hash.unwrap_or_else(|| dummy_hash().to_string());
-        let matches = PasswordHash::new(&stored).map(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok()).unwrap_or(false);
+        let matches =
+            PasswordHash::new(&stored).map(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok()).unwrap_or(false);
         known && matches
     })
     .await
@@ -165,7 +166,13 @@ pub async fn audit(state: &AppState, actor: Option<&str>, action: &str, target: 
 
 /// Issues a single-use token of `purpose`; returns the token (only its hash
 /// is stored).
-pub async fn issue_token(state: &AppState, purpose: &str, user_id: Option<&str>, data: Option<serde_json::Value>, ttl_ms: i64) -> Result<String> {
+pub async fn issue_token(
+    state: &AppState,
+    purpose: &str,
+    user_id: Option<&str>,
+    data: Option<serde_json::Value>,
+    ttl_ms: i64,
+) -> Result<String> {
     let token = new_token();
     let now = clock(state).now_ms();
     state
@@ -269,7 +276,9 @@ async fn sign_up_mail(state: &AppState, new: NewUser) -> Result<()> {
                 return send_verification(state, &user).await;
             }
             // Taken between the lookup and the insert: treat as taken.
-            Err(e) if e.code == ErrorCode::EmailTaken => state.store.user_by_email(&new.email).await?.ok_or_else(|| Error::internal("account vanished"))?,
+            Err(e) if e.code == ErrorCode::EmailTaken => {
+                state.store.user_by_email(&new.email).await?.ok_or_else(|| Error::internal("account vanished"))?
+            }
             Err(e) => return Err(e),
         },
     };
@@ -283,7 +292,8 @@ async fn sign_up_mail(state: &AppState, new: NewUser) -> Result<()> {
     let reset_link = notices::link(state, &format!("/reset-password?token={reset}"));
     let signin_link = notices::link(state, "/signin");
     let minutes = (state.config.auth.password_reset_ms / 60_000).to_string();
-    notices::send(state, &existing, "sign_up_existing", &[("signin_link", &signin_link), ("link", &reset_link), ("minutes", &minutes)]).await
+    notices::send(state, &existing, "sign_up_existing", &[("signin_link", &signin_link), ("link", &reset_link), ("minutes", &minutes)])
+        .await
 }
 
 /// Mails a verification link to the account's address.
@@ -349,7 +359,13 @@ pub enum SignInStep {
 
 /// After a first factor (`method`: `password`, `email_link`, a provider
 /// key): the second-factor step if the account has TOTP, else a session.
-pub async fn first_factor_passed(state: &AppState, user: &User, method: &str, ip: Option<IpAddr>, user_agent: Option<String>) -> Result<SignInStep> {
+pub async fn first_factor_passed(
+    state: &AppState,
+    user: &User,
+    method: &str,
+    ip: Option<IpAddr>,
+    user_agent: Option<String>,
+) -> Result<SignInStep> {
     if state.store.totp_of_user(&user.id).await?.is_some() {
         let token = issue_token(state, purpose::SECOND_FACTOR, Some(&user.id), Some(json!({ "method": method })), SECOND_FACTOR_MS).await?;
         return Ok(SignInStep::SecondFactor(token));
@@ -360,7 +376,13 @@ pub async fn first_factor_passed(state: &AppState, user: &User, method: &str, ip
 
 /// Signs in for good: clears the account's failed attempts, opens a
 /// session, records `sign_in`.
-pub async fn finish_sign_in(state: &AppState, user: &User, method: &str, ip: Option<IpAddr>, user_agent: Option<String>) -> Result<(String, Session)> {
+pub async fn finish_sign_in(
+    state: &AppState,
+    user: &User,
+    method: &str,
+    ip: Option<IpAddr>,
+    user_agent: Option<String>,
+) -> Result<(String, Session)> {
     throttle::clear(&state.store, &throttle::account_bucket(&user.email)).await?;
     let started = start_session(state, user, ip, user_agent).await?;
     audit(state, Some(&user.id), "sign_in", Some(&user.id), ip, Some(method)).await;
@@ -370,14 +392,25 @@ pub async fn finish_sign_in(state: &AppState, user: &User, method: &str, ip: Opt
 /// The second factor: a current TOTP code or an unused recovery code, for
 /// the account of a pending-step token. Failures count toward the account's
 /// throttle like wrong passwords (so 10^6 codes cannot be tried).
-pub async fn second_factor(state: &AppState, pending: &str, code: &str, ip: Option<IpAddr>, user_agent: Option<String>) -> Result<(String, Session)> {
+pub async fn second_factor(
+    state: &AppState,
+    pending: &str,
+    code: &str,
+    ip: Option<IpAddr>,
+    user_agent: Option<String>,
+) -> Result<(String, Session)> {
     let now = clock(state).now_ms();
     let token = peek_token(state, purpose::SECOND_FACTOR, pending).await?;
     let user = token_user(state, &token).await?;
     let bucket = throttle::account_bucket(&user.email);
     let ip_bucket = ip.map(truncate_ip);
     throttle::check(&state.store, &state.config.auth.throttle, &bucket, ip_bucket.as_deref(), now).await?;
-    let first: String = token.data.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()).and_then(|d| d["method"].as_str().map(str::to_string)).unwrap_or_default();
+    let first: String = token
+        .data
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .and_then(|d| d["method"].as_str().map(str::to_string))
+        .unwrap_or_default();
     let second = match check_second_factor(state, &user, code).await? {
         Some(second) => second,
         None => {
@@ -407,7 +440,8 @@ async fn check_second_factor(state: &AppState, user: &User, code: &str) -> Resul
             _ => None,
         });
     }
-    let used = !code.trim().is_empty() && state.store.use_recovery_code(&user.id, &totp::recovery_code_hash(code), clock(state).now_ms()).await?;
+    let used =
+        !code.trim().is_empty() && state.store.use_recovery_code(&user.id, &totp::recovery_code_hash(code), clock(state).now_ms()).await?;
     Ok(used.then_some("recovery_code"))
 }
 
@@ -499,7 +533,14 @@ pub async fn reauthenticate(state: &AppState, user: &User, session_created_at: i
 
 /// Changes (or, for an account without one, sets) the password; every
 /// other session ends.
-pub async fn change_password(state: &AppState, user: &User, session: &Session, current: &str, new: String, ip: Option<IpAddr>) -> Result<u64> {
+pub async fn change_password(
+    state: &AppState,
+    user: &User,
+    session: &Session,
+    current: &str,
+    new: String,
+    ip: Option<IpAddr>,
+) -> Result<u64> {
     check_password(&new)?;
     reauthenticate(state, user, session.created_at, current, ip).await?;
     let hash = hash_password(new).await?;
@@ -513,7 +554,14 @@ pub async fn change_password(state: &AppState, user: &User, session: &Session, c
 
 /// Starts an email change: after re-authentication, a confirmation link
 /// goes to the new address; nothing changes until it is used.
-pub async fn request_email_change(state: &AppState, user: &User, session: &Session, new_email: &str, password: &str, ip: Option<IpAddr>) -> Result<()> {
+pub async fn request_email_change(
+    state: &AppState,
+    user: &User,
+    session: &Session,
+    new_email: &str,
+    password: &str,
+    ip: Option<IpAddr>,
+) -> Result<()> {
     let email = normalize_email(new_email)?;
     reauthenticate(state, user, session.created_at, password, ip).await?;
     if email == user.email {
@@ -524,7 +572,15 @@ pub async fn request_email_change(state: &AppState, user: &User, session: &Sessi
     }
     let token = issue_token(state, purpose::CHANGE_EMAIL, Some(&user.id), Some(json!({ "email": email })), CONFIRMATION_MS).await?;
     let link = notices::link(state, &format!("/account/email/confirm?token={token}"));
-    notices::send_to(state, Some(&user.id), &email, user.locale.as_deref(), "email_change", &[("name", &user.name), ("link", &link), ("email", &email)]).await
+    notices::send_to(
+        state,
+        Some(&user.id),
+        &email,
+        user.locale.as_deref(),
+        "email_change",
+        &[("name", &user.name), ("link", &link), ("email", &email)],
+    )
+    .await
 }
 
 /// Uses an email-change link: the new address replaces the old one (which
@@ -532,10 +588,24 @@ pub async fn request_email_change(state: &AppState, user: &User, session: &Sessi
 pub async fn confirm_email_change(state: &AppState, token: &str, ip: Option<IpAddr>) -> Result<User> {
     let token = consume_token(state, purpose::CHANGE_EMAIL, token).await?;
     let user = token_user(state, &token).await?;
-    let email = token.data.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()).and_then(|d| d["email"].as_str().map(str::to_string)).ok_or_else(invalid_token)?;
+    let email = token
+        .data
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .and_then(|d| d["email"].as_str().map(str::to_string))
+        .ok_or_else(invalid_token)?;
     let updated = state.store.change_email(&user.id, &email, clock(state).now_ms()).await?;
     audit(state, Some(&user.id), "email_changed", Some(&user.id), ip, None).await;
-    if let Err(e) = notices::send_to(state, Some(&user.id), &user.email, user.locale.as_deref(), "email_changed", &[("name", &user.name), ("email", &email)]).await {
+    if let Err(e) = notices::send_to(
+        state,
+        Some(&user.id),
+        &user.email,
+        user.locale.as_deref(),
+        "email_changed",
+        &[("name", &user.name), ("email", &email)],
+    )
+    .await
+    {
         tracing::error!(error = %e, "email change notice not queued");
     }
     Ok(updated)

@@ -9,7 +9,14 @@ use crate::i18n::I18n;
 use crate::AppState;
 
 /// Queues `mail.<kind>` for `to`, rendered in `locale`.
-pub async fn send_to(state: &AppState, user_id: Option<&str>, to: &str, locale: Option<&str>, kind: &str, vars: &[(&str, &str)]) -> Result<()> {
+pub async fn send_to(
+    state: &AppState,
+    user_id: Option<&str>,
+    to: &str,
+    locale: Option<&str>,
+    kind: &str,
+    vars: &[(&str, &str)],
+) -> Result<()> {
     let lang = I18n::global().lang(locale.unwrap_or("en"));
     let fill = |text: String| vars.iter().fold(text, |text, (k, v)| text.replace(&format!("{{{k}}}"), v));
     state

@@ -56,7 +56,11 @@ impl fmt::Debug for Provider {
             ProviderKind::Oidc { issuer } => format!("oidc {issuer}"),
             ProviderKind::GitHub { api_url, .. } => format!("github {api_url}"),
         };
-        f.debug_struct("Provider").field("name", &self.name).field("kind", &kind).field("client_id", &self.client_id).finish_non_exhaustive()
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("kind", &kind)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -210,7 +214,8 @@ impl ProviderClient {
         if bytes.len() > MAX_RESPONSE_BYTES {
             return Err(failed("provider response too large"));
         }
-        let value = serde_json::from_slice(&bytes).map_err(|_| failed(format!("provider answered {status} with something other than JSON")))?;
+        let value =
+            serde_json::from_slice(&bytes).map_err(|_| failed(format!("provider answered {status} with something other than JSON")))?;
         Ok((status, value))
     }
 
@@ -260,7 +265,15 @@ impl ProviderClient {
     }
 
     /// Where to send the browser to sign in.
-    pub async fn authorize_url(&self, provider: &Provider, redirect_uri: &str, state: &str, nonce: &str, verifier: &str, now: i64) -> Result<String> {
+    pub async fn authorize_url(
+        &self,
+        provider: &Provider,
+        redirect_uri: &str,
+        state: &str,
+        nonce: &str,
+        verifier: &str,
+        now: i64,
+    ) -> Result<String> {
         let challenge = pkce_challenge(verifier);
         match &provider.kind {
             ProviderKind::Oidc { issuer } => {
@@ -296,15 +309,34 @@ impl ProviderClient {
 
     /// Redeems an authorization code and returns who signed in, after every
     /// check of the ID token (OIDC) or the API answers (GitHub).
-    pub async fn exchange(&self, provider: &Provider, code: &str, redirect_uri: &str, verifier: &str, nonce: &str, now: i64) -> Result<ExternalProfile> {
+    pub async fn exchange(
+        &self,
+        provider: &Provider,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+        nonce: &str,
+        now: i64,
+    ) -> Result<ExternalProfile> {
         match &provider.kind {
             ProviderKind::Oidc { issuer } => self.exchange_oidc(provider, issuer, code, redirect_uri, verifier, nonce, now).await,
-            ProviderKind::GitHub { token_url, api_url, .. } => self.exchange_github(provider, token_url, api_url, code, redirect_uri, verifier).await,
+            ProviderKind::GitHub { token_url, api_url, .. } => {
+                self.exchange_github(provider, token_url, api_url, code, redirect_uri, verifier).await
+            }
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn exchange_oidc(&self, provider: &Provider, issuer: &str, code: &str, redirect_uri: &str, verifier: &str, nonce: &str, now: i64) -> Result<ExternalProfile> {
+    async fn exchange_oidc(
+        &self,
+        provider: &Provider,
+        issuer: &str,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+        nonce: &str,
+        now: i64,
+    ) -> Result<ExternalProfile> {
         let (metadata, _) = self.oidc_metadata(issuer, now, None).await?;
         let response = self
             .http
@@ -324,7 +356,8 @@ impl ProviderClient {
         let (metadata, keys) = self.oidc_metadata(issuer, now, kid.as_deref()).await?;
         let claims = jwt::verify(id_token, &keys).map_err(|e| failed(format!("ID token: {e}")))?;
         check_id_token_claims(&claims, &metadata.issuer, &provider.client_id, nonce, now)?;
-        let subject = claim_str(&claims, "sub").filter(|s| s.len() <= 255).ok_or_else(|| failed("ID token without a usable sub"))?.to_string();
+        let subject =
+            claim_str(&claims, "sub").filter(|s| s.len() <= 255).ok_or_else(|| failed("ID token without a usable sub"))?.to_string();
         let mut profile = ExternalProfile {
             provider: provider.key(),
             email: claim_str(&claims, "email").map(str::to_string),
@@ -347,7 +380,15 @@ impl ProviderClient {
         Ok(profile)
     }
 
-    async fn exchange_github(&self, provider: &Provider, token_url: &str, api_url: &str, code: &str, redirect_uri: &str, verifier: &str) -> Result<ExternalProfile> {
+    async fn exchange_github(
+        &self,
+        provider: &Provider,
+        token_url: &str,
+        api_url: &str,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Result<ExternalProfile> {
         let response = self
             .http
             .post(token_url)
@@ -439,7 +480,8 @@ mod tests {
     #[test]
     fn id_token_claims_are_checked() {
         let now = 1_800_000_000_000;
-        let base = json!({"iss": "https://id.example", "aud": "atelier", "exp": 1_800_000_300, "iat": 1_800_000_000, "nonce": "n1", "sub": "s"});
+        let base =
+            json!({"iss": "https://id.example", "aud": "atelier", "exp": 1_800_000_300, "iat": 1_800_000_000, "nonce": "n1", "sub": "s"});
         let ok = |v: &Value| check_id_token_claims(v, "https://id.example", "atelier", "n1", now);
         assert!(ok(&base).is_ok());
         let with = |k: &str, v: Value| {
@@ -458,10 +500,14 @@ mod tests {
         ] {
             assert_eq!(ok(&bad).unwrap_err().code, ErrorCode::ExternalSignInFailed, "{bad}");
         }
-        assert!(ok(&with("aud", json!(["other", "atelier"])).as_object().cloned().map(|mut m| {
-            m.insert("azp".into(), json!("atelier"));
-            Value::Object(m)
-        }).unwrap())
+        assert!(ok(&with("aud", json!(["other", "atelier"]))
+            .as_object()
+            .cloned()
+            .map(|mut m| {
+                m.insert("azp".into(), json!("atelier"));
+                Value::Object(m)
+            })
+            .unwrap())
         .is_ok());
         let mut no_nonce = base.clone();
         no_nonce.as_object_mut().unwrap().remove("nonce");

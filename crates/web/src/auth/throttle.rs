@@ -51,7 +51,8 @@ pub fn ip_bucket(truncated_ip: &str) -> String {
 
 fn too_many(retry_after_ms: i64) -> Error {
     let secs = (retry_after_ms + 999) / 1000;
-    Error::new(ErrorCode::TooManyAttempts, format!("too many failed attempts; try again in {secs} seconds")).with_retry_after(secs.max(1) as u64)
+    Error::new(ErrorCode::TooManyAttempts, format!("too many failed attempts; try again in {secs} seconds"))
+        .with_retry_after(secs.max(1) as u64)
 }
 
 /// The wait still required before another attempt, in ms (0 = go ahead),

@@ -151,7 +151,9 @@ mod tests {
     fn rfc6238_sha1_test_vectors() {
         // RFC 6238 appendix B, SHA1 column, last 6 digits of the 8-digit codes.
         let secret = b"12345678901234567890";
-        for (t, code) in [(59i64, "287082"), (1_111_111_109, "081804"), (1_111_111_111, "050471"), (1_234_567_890, "005924"), (2_000_000_000, "279037")] {
+        for (t, code) in
+            [(59i64, "287082"), (1_111_111_109, "081804"), (1_111_111_111, "050471"), (1_234_567_890, "005924"), (2_000_000_000, "279037")]
+        {
             assert_eq!(code_at(secret, t / 30), code, "t={t}");
         }
     }
@@ -185,7 +187,10 @@ mod tests {
     #[test]
     fn enrolment_uri_and_qr_code() {
         let uri = provisioning_uri("Atelier", "ana@example.org", "JBSWY3DPEHPK3PXP");
-        assert_eq!(uri, "otpauth://totp/Atelier:ana%40example.org?secret=JBSWY3DPEHPK3PXP&issuer=Atelier&algorithm=SHA1&digits=6&period=30");
+        assert_eq!(
+            uri,
+            "otpauth://totp/Atelier:ana%40example.org?secret=JBSWY3DPEHPK3PXP&issuer=Atelier&algorithm=SHA1&digits=6&period=30"
+        );
         let svg = qr_svg(&uri);
         assert!(svg.starts_with("<svg role=\"img\"") && svg.ends_with("</svg>"), "{}", &svg[..svg.len().min(200)]);
         assert!(!svg.contains("<script"));

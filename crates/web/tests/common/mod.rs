@@ -113,7 +113,8 @@ pub struct Client {
 pub async fn wait_for_mail(store: &store::Store, to: &str, kind: &str) -> store::Mail {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let mut found: Vec<store::Mail> = store.due_mail(i64::MAX, 10_000).await.unwrap().into_iter().filter(|m| m.to_addr == to && m.kind == kind).collect();
+        let mut found: Vec<store::Mail> =
+            store.due_mail(i64::MAX, 10_000).await.unwrap().into_iter().filter(|m| m.to_addr == to && m.kind == kind).collect();
         if let Some(mail) = found.pop() {
             return mail;
         }
@@ -131,7 +132,8 @@ pub async fn mail_to(store: &store::Store, to: &str) -> Vec<store::Mail> {
 /// The path and query of the first link in a mail that starts with `prefix`
 /// (links are absolute, on the configured public URL).
 pub fn link_in(mail: &store::Mail, prefix: &str) -> String {
-    let at = mail.body_text.find(&format!("http://localhost:8080{prefix}")).unwrap_or_else(|| panic!("no {prefix} link in {}", mail.body_text));
+    let at =
+        mail.body_text.find(&format!("http://localhost:8080{prefix}")).unwrap_or_else(|| panic!("no {prefix} link in {}", mail.body_text));
     let url = mail.body_text[at..].split_whitespace().next().unwrap();
     url.trim_start_matches("http://localhost:8080").to_string()
 }
