@@ -74,7 +74,7 @@ pub fn sharpen(img: &RgbaImage, amount: f32) -> RgbaImage {
             for ((o, &m), ((&l, &c), &r)) in row[4..4 + n].iter_mut().zip(&mid[4..4 + n]).zip(left.iter().zip(centre).zip(right)) {
                 let blur16 = i32::from(l) + 2 * i32::from(c) + i32::from(r); // x16
                 let m = i32::from(m);
-                *o = (m + (((m << 4) - blur16) * k >> 12)).clamp(0, 255) as u8;
+                *o = (m + ((((m << 4) - blur16) * k) >> 12)).clamp(0, 255) as u8;
             }
             for x in 1..w - 1 {
                 row[x * 4 + 3] = mid[x * 4 + 3];
