@@ -251,7 +251,14 @@ async fn c09_edit_variation_upscale_and_restyle_yield_images_of_the_asked_size()
     let resp = upload_raw(&mut client, imaging::encode_png(&wide).unwrap().bytes, "image/png").await;
     let wide_id = resp.json()["id"].as_str().unwrap().to_string();
     for path in ["variations", "edits"] {
-        let resp = client.api(Method::POST, &format!("/api/v1/images/{wide_id}/{path}"), Some(json!({"prompt": "x"}).as_object().map(|o| if path == "edits" { json!(o) } else { json!({}) }).unwrap()), &[]).await;
+        let resp = client
+            .api(
+                Method::POST,
+                &format!("/api/v1/images/{wide_id}/{path}"),
+                Some(json!({"prompt": "x"}).as_object().map(|o| if path == "edits" { json!(o) } else { json!({}) }).unwrap()),
+                &[],
+            )
+            .await;
         assert_eq!(resp.error_code(), "invalid_input", "{path}: {}", resp.text());
     }
 
