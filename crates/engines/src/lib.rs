@@ -15,6 +15,18 @@
 //! percentages and, when the request asks for `partial_images > 0` and the
 //! observer has a sink, that many partial frames per image before the final
 //! one (as OpenAI's `image_generation.partial_image` events).
+//!
+//! Cancel: dropping a call's future cancels it. Adapters of remote
+//! providers then tell the provider to stop (ComfyUI `/interrupt`,
+//! Replicate's cancel, the web UI's interrupt).
+//!
+//! Remote providers ([`OpenAiEngine`], [`ComfyUiEngine`],
+//! [`Automatic1111Engine`], [`ReplicateEngine`]) receive only the prompt,
+//! the parameters and the task's own images, plus at most
+//! [`GenerateRequest::end_user`], a keyed hash of the account (C12, C44).
+//! Their outputs go through `imaging::decode` (limits, metadata dropped)
+//! and are resized to the size asked, nothing drawn on them. The
+//! [`Router`] spreads calls over providers per model name.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,13 +35,39 @@ use std::sync::Arc;
 pub use domain::params::Background;
 pub use imaging::RgbaImage;
 
+mod automatic1111;
+mod comfyui;
+mod config;
 mod lexicon;
+mod openai;
 mod paced;
 mod procedural;
+mod remote;
+mod replicate;
+mod router;
+mod template;
 
+pub use automatic1111::Automatic1111Engine;
+pub use comfyui::ComfyUiEngine;
+pub use config::{build_router, ProviderConfig};
 pub use lexicon::{read as read_prompt, Reading, Subject, Time};
+pub use openai::OpenAiEngine;
 pub use paced::Paced;
 pub use procedural::{ProceduralEngine, LABEL, MAX_N, MAX_PARTIAL_IMAGES, MAX_SIDE, MODEL};
+pub use remote::Secret;
+pub use replicate::{ReplicateEngine, Target as ReplicateTarget};
+pub use router::{is_retryable, system_clock, Clock, Cost, Job, Provider, ProviderHealth, RouteTarget, Routed, Router, ANY_MODEL};
+
+/// The pseudonym a provider may receive for an account (OpenAI's `user`
+/// field, for its abuse monitoring): HMAC-SHA256 of the account id under a
+/// server secret, hex. Stable per account, unlinkable to it without the
+/// secret, and never the id, email or name itself.
+pub fn end_user_tag(secret: &Secret, account_id: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes any key length");
+    mac.update(account_id.as_bytes());
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -102,6 +140,8 @@ pub struct GenerateRequest {
     pub background: Background,
     /// Partial frames to stream per image before the final one (0–3).
     pub partial_images: u32,
+    /// The account's [`end_user_tag`], when the operator enables it.
+    pub end_user: Option<String>,
 }
 
 /// An edit. `images[0]` is edited; further images are references. The mask
@@ -120,6 +160,7 @@ pub struct EditRequest {
     pub n: u32,
     pub background: Background,
     pub partial_images: u32,
+    pub end_user: Option<String>,
 }
 
 /// Variations of one image: same palette and composition family, new seed.
@@ -131,6 +172,7 @@ pub struct VariationRequest {
     pub seed: u64,
     pub n: u32,
     pub partial_images: u32,
+    pub end_user: Option<String>,
 }
 
 /// Raw pixels; the worker encodes and stores them.

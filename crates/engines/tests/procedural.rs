@@ -237,7 +237,7 @@ async fn c09_edit_fills_the_masked_area_and_keeps_every_other_pixel() {
 async fn c09_variations_keep_the_palette_and_change_the_picture() {
     let source = generate(&req("a purple lake at dusk", 256, 256, "none", 11, 1)).await.remove(0).image;
     let unrelated = generate(&req("golden desert dunes at noon", 256, 256, "none", 11, 1)).await.remove(0).image;
-    let v = VariationRequest { image: source.clone(), width: 256, height: 256, seed: 1, n: 2, partial_images: 0 };
+    let v = VariationRequest { image: source.clone(), width: 256, height: 256, seed: 1, n: 2, partial_images: 0, end_user: None };
     let out = ProceduralEngine.variation(&v, Observer::silent()).await.unwrap();
     assert_eq!(out.len(), 2);
     let (a, b) = (&out[0].image, &out[1].image);
