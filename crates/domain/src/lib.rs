@@ -5,6 +5,7 @@ pub mod account;
 pub mod error;
 pub mod ids;
 pub mod params;
+pub mod rights;
 pub mod task;
 pub mod time;
 

@@ -6,12 +6,14 @@
 mod api_keys;
 mod assets;
 mod audit;
+mod exports;
 mod identities;
 mod keys;
 mod ledger;
 mod migrate;
 mod models;
 mod outbox;
+mod rights;
 mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -26,12 +28,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, AuditRecord};
+pub use exports::Export;
 pub use identities::{AuthToken, Identity, NewAuthToken, NewIdentity, TotpRecord, AUTH_FAILURE_RETENTION_MS};
 pub use ledger::{
     contains_card_number, Balance, BillingAction, BillingEvent, CreditLot, EventOutcome, LedgerEntry, NewGrant, NewPayment, Payment,
     Subscription, SubscriptionState,
 };
 pub use models::*;
+pub use rights::{NewRightsRequest, RightsRequest};
 pub use tasks::Submitted;
 
 #[derive(Clone)]
