@@ -38,6 +38,7 @@ pub enum ErrorCode {
     InsufficientCredits,
     AccountInDebt,
     InvalidSignature,
+    ContentPolicyViolation,
 }
 
 impl ErrorCode {
@@ -76,6 +77,7 @@ impl ErrorCode {
         ErrorCode::InsufficientCredits,
         ErrorCode::AccountInDebt,
         ErrorCode::InvalidSignature,
+        ErrorCode::ContentPolicyViolation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -114,6 +116,7 @@ impl ErrorCode {
             ErrorCode::InsufficientCredits => "insufficient_credits",
             ErrorCode::AccountInDebt => "account_in_debt",
             ErrorCode::InvalidSignature => "invalid_signature",
+            ErrorCode::ContentPolicyViolation => "content_policy_violation",
         }
     }
 
@@ -130,7 +133,8 @@ impl ErrorCode {
             | ErrorCode::InvalidEmail
             | ErrorCode::InvalidToken
             | ErrorCode::ExternalSignInFailed
-            | ErrorCode::InvalidSignature => 400,
+            | ErrorCode::InvalidSignature
+            | ErrorCode::ContentPolicyViolation => 400,
             ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials | ErrorCode::InvalidCode | ErrorCode::ReauthenticationRequired => {
                 401
             }

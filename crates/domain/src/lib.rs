@@ -2,6 +2,7 @@
 //! image parameters and account rules. No I/O, no async.
 
 pub mod account;
+pub mod content;
 pub mod error;
 pub mod ids;
 pub mod params;

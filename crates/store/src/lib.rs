@@ -12,6 +12,7 @@ mod keys;
 mod ledger;
 mod migrate;
 mod models;
+mod moderation;
 mod outbox;
 mod rights;
 mod tasks;
@@ -35,13 +36,23 @@ pub use ledger::{
     Subscription, SubscriptionState,
 };
 pub use models::*;
+pub use moderation::{ModerationEvent, NewModerationEvent, Report, Suspension, TaskStat, UserSummary};
 pub use rights::{NewRightsRequest, RightsRequest};
 pub use tasks::Submitted;
+pub use users::ROLES;
 
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
     vault: Option<std::sync::Arc<keys::Vault>>,
+    scheduling: Scheduling,
+}
+
+/// How workers share the queue between accounts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scheduling {
+    /// Tasks one account may have running at once; 0 = no limit.
+    pub max_running_per_account: i64,
 }
 
 #[derive(Clone)]
@@ -141,7 +152,13 @@ impl Store {
         } else {
             return Err(Error::invalid("database URL must start with sqlite: or postgres://"));
         };
-        Ok(Store { backend, vault: None })
+        Ok(Store { backend, vault: None, scheduling: Scheduling::default() })
+    }
+
+    /// The same store, claiming tasks by `scheduling`.
+    pub fn with_scheduling(mut self, scheduling: Scheduling) -> Store {
+        self.scheduling = scheduling;
+        self
     }
 
     pub fn kind(&self) -> BackendKind {

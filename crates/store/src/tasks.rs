@@ -23,6 +23,7 @@ macro_rules! add_event {
             .map_err(db_err)?
     };
 }
+pub(crate) use add_event;
 
 /// What a submit did: a new task, or the first one for a repeated key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,20 +176,37 @@ impl Store {
         }
     }
 
-    /// Claims the oldest queued task for `worker_id` with a lease until
-    /// `now + lease_ms`. PostgreSQL skips rows other workers hold.
+    /// Claims a queued task for `worker_id` with a lease until
+    /// `now + lease_ms`. Accounts take turns: the task comes from the account
+    /// with the fewest running tasks, then the one served least recently
+    /// (never served first), then the oldest waiting; accounts at the
+    /// scheduling cap wait. PostgreSQL skips rows other workers hold.
     pub async fn claim_task(&self, worker_id: &str, lease_ms: i64) -> Result<Option<Task>> {
         let now = now_ms();
-        let pick = match self.backend {
-            Backend::Sqlite { .. } => "SELECT id FROM tasks WHERE status = 'queued' ORDER BY created_at, id LIMIT 1",
-            Backend::Postgres(_) => "SELECT id FROM tasks WHERE status = 'queued' ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        let running = "(SELECT COUNT(*) FROM tasks r WHERE r.owner_id = q.owner_id AND r.status = 'running')";
+        let owner = format!(
+            "SELECT q.owner_id FROM tasks q WHERE q.status = 'queued' AND ($4 = 0 OR {running} < $4) GROUP BY q.owner_id \
+             ORDER BY {running}, COALESCE((SELECT MAX(r.started_at) FROM tasks r WHERE r.owner_id = q.owner_id), 0), \
+             MIN(q.created_at), q.owner_id LIMIT 1"
+        );
+        let lock = match self.backend {
+            Backend::Sqlite { .. } => "",
+            Backend::Postgres(_) => " FOR UPDATE SKIP LOCKED",
         };
         let sql = format!(
             "UPDATE tasks SET status = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
-             started_at = COALESCE(started_at, $3), progress = 0, updated_at = $3 WHERE id = ({pick}) RETURNING {TASK_COLUMNS}"
+             started_at = COALESCE(started_at, $3), progress = 0, updated_at = $3 WHERE id = (SELECT id FROM tasks \
+             WHERE status = 'queued' AND owner_id = ({owner}) ORDER BY created_at, id LIMIT 1{lock}) RETURNING {TASK_COLUMNS}"
         );
+        let cap = self.scheduling.max_running_per_account;
         let claimed = with_tx!(self, tx => {
-            let task: Option<Task> = sqlx::query_as(&sql).bind(worker_id).bind(now + lease_ms).bind(now).fetch_optional(&mut *tx).await.map_err(db_err)?;
+            // Concurrent claims on PostgreSQL would each see the account
+            // under its cap: with a cap, claims take turns.
+            if cap > 0 && matches!(self.backend, Backend::Postgres(_)) {
+                sqlx::query("SELECT pg_advisory_xact_lock(727502)").execute(&mut *tx).await.map_err(db_err)?;
+            }
+            let task: Option<Task> =
+                sqlx::query_as(&sql).bind(worker_id).bind(now + lease_ms).bind(now).bind(cap).fetch_optional(&mut *tx).await.map_err(db_err)?;
             if let Some(task) = &task {
                 add_event!(tx, &task.id, &task.owner_id, "running", Some(format!("attempt {}", task.attempts)), now);
             }
