@@ -1,9 +1,14 @@
 //! Object storage behind one object-safe trait. [`LocalDirStore`] is the
-//! embedded default; S3 and the encrypting wrapper implement the same trait.
+//! embedded default; [`S3Store`] and the encrypting wrapper implement the
+//! same trait.
 
 mod encrypted;
+mod s3;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use encrypted::Encrypted;
+pub use s3::{S3Store, StorageConfig};
 
 use std::future::Future;
 use std::io::{ErrorKind, Write};
@@ -67,6 +72,15 @@ fn validate_prefix(prefix: &str) -> Result<()> {
         return Err(Error::invalid("storage prefix has characters outside [A-Za-z0-9._-/]"));
     }
     Ok(())
+}
+
+/// The configured store: `local` keeps objects under `local_root`.
+pub fn open_store(config: &StorageConfig, local_root: &Path) -> Result<std::sync::Arc<dyn BlobStore>> {
+    match config.backend.as_str() {
+        "local" => Ok(std::sync::Arc::new(LocalDirStore::new(local_root)?)),
+        "s3" => Ok(std::sync::Arc::new(S3Store::new(config)?)),
+        other => Err(Error::invalid(format!("storage.backend must be local or s3, not {other:?}"))),
+    }
 }
 
 /// Objects as files under a root directory.

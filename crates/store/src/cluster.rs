@@ -1,0 +1,100 @@
+//! What nodes share through PostgreSQL besides tables: `NOTIFY` messages on
+//! a channel, heard by a dedicated listener connection on every node. On
+//! SQLite there is one process, so nothing crosses and these do nothing.
+
+use domain::ids::new_id;
+use domain::{Error, ErrorCode, Result};
+use sqlx::postgres::PgListener;
+
+use crate::{db_err, now_ms, with_tx, Backend, Store};
+
+/// PostgreSQL refuses `NOTIFY` payloads of 8000 bytes or more.
+pub const MAX_NOTIFY_BYTES: usize = 7900;
+
+/// A connection that only listens. Notifications sent while it was
+/// disconnected are lost: [`Listener::recv`] says so, and callers re-read
+/// what they care about.
+pub struct Listener {
+    inner: PgListener,
+}
+
+/// What a listener heard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    Message(String),
+    /// The connection dropped and was re-established; anything sent in
+    /// between is lost.
+    Reconnected,
+}
+
+impl Listener {
+    /// The next message. An error means the database cannot be reached
+    /// right now; call again later (the connection is re-opened).
+    pub async fn recv(&mut self) -> Result<Heard> {
+        match self.inner.try_recv().await {
+            Ok(Some(n)) => Ok(Heard::Message(n.payload().to_string())),
+            Ok(None) => Ok(Heard::Reconnected),
+            Err(sqlx::Error::PoolClosed) => Err(Error::new(ErrorCode::Unavailable, "the store is closed")),
+            Err(e) => {
+                tracing::warn!(error = %e, "listener connection failed");
+                Err(Error::new(ErrorCode::Unavailable, "listener connection failed"))
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Sends `payloads` on `channel` in one transaction: listeners get all of
+    /// them, in order, or none. Each must be shorter than [`MAX_NOTIFY_BYTES`].
+    pub async fn notify(&self, channel: &str, payloads: &[String]) -> Result<()> {
+        let Backend::Postgres(pool) = &self.backend else { return Ok(()) };
+        if payloads.iter().any(|p| p.len() > MAX_NOTIFY_BYTES) {
+            return Err(Error::internal("notification payload too large"));
+        }
+        let mut tx = pool.begin().await.map_err(db_err)?;
+        for payload in payloads {
+            sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&mut *tx).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    /// A dedicated connection listening on `channel`; `None` on SQLite.
+    pub async fn listen(&self, channel: &str) -> Result<Option<Listener>> {
+        let Backend::Postgres(pool) = &self.backend else { return Ok(None) };
+        let mut inner = PgListener::connect_with(pool).await.map_err(db_err)?;
+        inner.listen(channel).await.map_err(db_err)?;
+        Ok(Some(Listener { inner }))
+    }
+
+    /// Puts a running task back in the queue without counting the attempt:
+    /// its worker is shutting down, not failing. `false` when `worker_id`
+    /// no longer holds the task.
+    pub async fn release_task(&self, id: &str, worker_id: &str) -> Result<bool> {
+        let now = now_ms();
+        Ok(with_tx!(self, tx => {
+            let owner: Option<String> = sqlx::query_scalar(
+                "UPDATE tasks SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, progress = 0, \
+                 attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = $3 \
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING owner_id",
+            )
+            .bind(id)
+            .bind(worker_id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            if let Some(owner) = &owner {
+                sqlx::query("INSERT INTO task_events (id, task_id, owner_id, status, detail, at) VALUES ($1, $2, $3, 'queued', $4, $5)")
+                    .bind(new_id())
+                    .bind(id)
+                    .bind(owner)
+                    .bind("released: its worker stopped")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            owner.is_some()
+        }))
+    }
+}
