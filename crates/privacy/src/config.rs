@@ -20,6 +20,8 @@ pub struct PrivacyConfig {
     pub request_log_days: u32,
     /// Days a finished data export stays downloadable.
     pub export_days: u32,
+    /// Minutes between two retention sweeps in `serve` and `atelier worker`.
+    pub sweep_interval_minutes: u32,
     /// Who runs this deployment, as the policy names them.
     pub operator_name: String,
     pub operator_contact: String,
@@ -34,6 +36,7 @@ impl Default for PrivacyConfig {
             analytics_raw_days: 30,
             request_log_days: 30,
             export_days: 7,
+            sweep_interval_minutes: 60,
             operator_name: "The operator of this Atelier deployment".into(),
             operator_contact: "privacy@localhost".into(),
             dpo_contact: String::new(),

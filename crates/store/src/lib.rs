@@ -6,6 +6,7 @@
 mod api_keys;
 mod assets;
 mod audit;
+mod deletion;
 mod exports;
 mod identities;
 mod keys;
@@ -29,6 +30,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, AuditRecord};
+pub use deletion::{
+    ChildReport, PendingDeletion, SupportTicket, CHILD_REPORT_DETAILS_MAX, DELETION_PENDING, TICKET_BODY_MAX, TICKET_SUBJECT_MAX,
+};
 pub use exports::Export;
 pub use identities::{AuthToken, Identity, NewAuthToken, NewIdentity, TotpRecord, AUTH_FAILURE_RETENTION_MS};
 pub use ledger::{

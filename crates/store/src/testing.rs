@@ -117,6 +117,38 @@ impl Drop for TestDb {
     }
 }
 
+/// Every `(table, column)` of the schema, read from the database's own
+/// catalogue (`sqlite_master` / `information_schema`), so a table added
+/// later is covered without naming it.
+pub async fn schema_columns(store: &Store) -> Vec<(String, String)> {
+    let sql = match store.kind() {
+        BackendKind::Sqlite => {
+            "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' ORDER BY m.name, p.cid"
+        }
+        BackendKind::Postgres => {
+            "SELECT table_name::text, column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"
+        }
+    };
+    crate::with_pool!(store, pool => sqlx::query_as(sql).fetch_all(pool).await.expect("read the schema"))
+}
+
+/// For every column of every table, how many rows hold `needle` anywhere in
+/// the column's text form; only the non-zero counts.
+pub async fn rows_mentioning(store: &Store, needle: &str) -> Vec<(String, String, i64)> {
+    let pattern = format!("%{needle}%");
+    let mut hits = Vec::new();
+    for (table, column) in schema_columns(store).await {
+        let sql = format!(r#"SELECT COUNT(*) FROM "{table}" WHERE CAST("{column}" AS TEXT) LIKE $1"#);
+        let n: i64 = crate::with_pool!(store, pool => sqlx::query_scalar(&sql).bind(&pattern).fetch_one(pool).await.expect("count rows"));
+        if n > 0 {
+            hits.push((table, column, n));
+        }
+    }
+    hits
+}
+
 /// Writes each named async test case, `async fn NAME(store: Store)`, as two
 /// tests: `NAME::sqlite` and `NAME::postgres`.
 #[macro_export]

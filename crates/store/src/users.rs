@@ -120,11 +120,20 @@ impl Store {
 
 impl Store {
     /// Deletes the account row (every content row cascades, the wrapped data
-    /// key with it) and records the tombstone, in one transaction.
+    /// key with it) and records the tombstone, in one transaction. The audit
+    /// trail outlives the account under the tombstone id (pseudonymised).
     pub async fn delete_account(&self, user_id: &str, tombstone_id: &str) -> Result<bool> {
         let now = now_ms();
         let deleted = with_tx!(self, tx => {
             let n = sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await.map_err(db_err)?.rows_affected();
+            for column in ["actor_id", "target_id"] {
+                sqlx::query(&format!("UPDATE audit_log SET {column} = $2 WHERE {column} = $1"))
+                    .bind(user_id)
+                    .bind(tombstone_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
             sqlx::query("INSERT INTO tombstones (id, purged_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
                 .bind(tombstone_id)
                 .bind(now)
