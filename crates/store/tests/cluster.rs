@@ -1,0 +1,62 @@
+//! What several nodes share besides tables: releasing a task at shutdown
+//! and NOTIFY between connections. Every case runs on SQLite and PostgreSQL.
+
+use std::time::Duration;
+
+use domain::task::TaskStatus;
+use store::{Heard, NewTask, NewUser, Store, Submitted};
+
+store::store_tests!(released_task_goes_back_to_the_queue_without_counting_the_attempt, notify_reaches_listeners_on_postgres_only);
+
+async fn queued_task(store: &Store) -> (String, String) {
+    let user = store
+        .create_user(NewUser { email: "node@example.org".into(), name: "Node".into(), password_hash: None, locale: None })
+        .await
+        .unwrap();
+    let new = NewTask {
+        owner_id: user.id.clone(),
+        kind: "generate".into(),
+        prompt: "a lighthouse".into(),
+        params: r#"{"size":"256x256","n":1}"#.into(),
+        provider: None,
+        model: None,
+        cost: 0,
+        max_attempts: 3,
+        idempotency_key: None,
+        request_hash: None,
+    };
+    let Submitted::Created(task) = store.submit_task(new).await.unwrap() else { panic!("a new task") };
+    (user.id, task.id)
+}
+
+async fn released_task_goes_back_to_the_queue_without_counting_the_attempt(store: Store) {
+    let (owner, id) = queued_task(&store).await;
+    let claimed = store.claim_task("w1", 30_000).await.unwrap().unwrap();
+    assert_eq!((claimed.id.as_str(), claimed.attempts), (id.as_str(), 1));
+    assert!(!store.release_task(&id, "w2").await.unwrap(), "only the lease holder releases");
+    assert!(store.release_task(&id, "w1").await.unwrap());
+    let task = store.get_task(&owner, &id).await.unwrap();
+    assert_eq!((task.status, task.attempts), (TaskStatus::Queued, 0));
+    assert!(!store.heartbeat_task(&id, "w1", 30_000, 50).await.unwrap(), "the old lease is gone");
+    let events = store.task_events(&owner, &id).await.unwrap();
+    assert_eq!(events.last().unwrap().detail.as_deref(), Some("released: its worker stopped"));
+    // Another worker takes it as a first attempt.
+    let again = store.claim_task("w2", 30_000).await.unwrap().unwrap();
+    assert_eq!((again.id.as_str(), again.attempts), (id.as_str(), 1));
+    assert!(!store.release_task(&id, "w1").await.unwrap());
+}
+
+async fn notify_reaches_listeners_on_postgres_only(store: Store) {
+    let Some(mut listener) = store.listen("atelier_test").await.unwrap() else {
+        assert_eq!(store.kind(), store::BackendKind::Sqlite);
+        store.notify("atelier_test", &["ignored".into()]).await.unwrap();
+        return;
+    };
+    store.notify("atelier_test", &["one".into(), "two".into()]).await.unwrap();
+    for expected in ["one", "two"] {
+        let heard = tokio::time::timeout(Duration::from_secs(10), listener.recv()).await.unwrap().unwrap();
+        assert_eq!(heard, Heard::Message(expected.into()));
+    }
+    let too_big = "x".repeat(store::MAX_NOTIFY_BYTES + 1);
+    assert!(store.notify("atelier_test", &[too_big]).await.is_err());
+}
