@@ -6,6 +6,7 @@
 mod api_keys;
 mod assets;
 mod audit;
+mod cluster;
 mod deletion;
 mod exports;
 mod identities;
@@ -30,6 +31,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, AuditRecord};
+pub use cluster::{Heard, Listener, MAX_NOTIFY_BYTES};
 pub use deletion::{
     ChildReport, PendingDeletion, SupportTicket, CHILD_REPORT_DETAILS_MAX, DELETION_PENDING, TICKET_BODY_MAX, TICKET_SUBJECT_MAX,
 };

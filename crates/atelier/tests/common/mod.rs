@@ -22,11 +22,18 @@ pub struct Server {
 
 impl Server {
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_role(&["serve", "--bind", "127.0.0.1:0"], data_dir, env).await
+    }
+
+    /// Any role: `serve [--no-worker]` (returns once the URL is printed) or
+    /// `worker` (once it says it runs; `url` is empty).
+    pub async fn start_role(role: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Server {
         std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
         let log = data_dir.with_extension(format!("{}.log", rand_suffix()));
         let mut command = Command::new(env!("CARGO_BIN_EXE_atelier"));
         command
-            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .args(role)
+            .arg("--data-dir")
             .arg(data_dir)
             .env_remove("RUST_LOG")
             .env_remove("DATABASE_URL")
@@ -45,6 +52,9 @@ impl Server {
             while let Some(line) = lines.next_line().await.unwrap() {
                 if let Some(url) = line.strip_prefix("Atelier is running at ") {
                     return url.trim_end_matches('/').to_string();
+                }
+                if line.starts_with("Atelier worker running") {
+                    return String::new();
                 }
             }
             panic!("atelier exited before printing its URL: {}", std::fs::read_to_string(&log).unwrap_or_default());
