@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::{Error, ErrorCode, Result};
-use lettre::message::header::{ContentType, MIME_VERSION_1_0};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue, MIME_VERSION_1_0};
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
@@ -189,7 +189,18 @@ impl Mailer {
         let to: Mailbox = mail.to_addr.trim().parse().map_err(|_| Error::invalid("invalid recipient address"))?;
         // Stable per outbox row, so a retried message keeps its Message-ID.
         let message_id = format!("<{}@{}>", mail.id, self.from.email.domain());
-        Message::builder()
+        let mut builder = Message::builder();
+        // Marketing mail: one-click unsubscribe (RFC 8058), which mail
+        // clients show as an "Unsubscribe" button that POSTs to the link.
+        if let Some(url) = mail.unsubscribe_url.as_deref() {
+            if url.contains(['\r', '\n', '<', '>']) {
+                return Err(Error::invalid("unsubscribe link is not usable in a header"));
+            }
+            builder = builder
+                .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), format!("<{url}>")))
+                .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe-Post"), "List-Unsubscribe=One-Click".into()));
+        }
+        builder
             .from(self.from.clone())
             .to(to)
             .subject(mail.subject.clone())

@@ -291,3 +291,31 @@ async fn run_delivers_at_once_and_stops_on_shutdown() {
     tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("run stops on shutdown").unwrap();
 }
+
+#[tokio::test]
+async fn c25_marketing_mail_carries_one_click_unsubscribe_headers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mail_dir = tmp.path().join("mail");
+    let db = db().await;
+    let notice = enqueue(&db.store, "ann@example.com", "Receipt", "Thanks\n").await;
+    let mail = NewMail {
+        user_id: None,
+        kind: "marketing".to_string(),
+        to_addr: "ann@example.com".to_string(),
+        subject: "News".to_string(),
+        body_text: "New styles\n".to_string(),
+    };
+    let link = "https://atelier.example/unsubscribe?u=abc&s=0123";
+    let marketing = db.store.enqueue_marketing_mail(&mail, link, store::now_ms()).await.unwrap();
+
+    let mailer = Mailer::new(&MailConfig::default(), mail_dir.clone()).unwrap();
+    assert_eq!(mailer.deliver_due(&db.store).await.unwrap(), 2);
+    let head = |id: &str| {
+        let path = files_in(&mail_dir).into_iter().find(|p| p.to_string_lossy().contains(id)).unwrap();
+        std::fs::read_to_string(path).unwrap().split_once("\r\n\r\n").unwrap().0.to_string()
+    };
+    let marketing_head = head(&marketing);
+    assert!(marketing_head.contains(&format!("List-Unsubscribe: <{link}>")), "{marketing_head}");
+    assert!(marketing_head.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{marketing_head}");
+    assert!(!head(&notice).contains("List-Unsubscribe"), "service notices have no unsubscribe link");
+}

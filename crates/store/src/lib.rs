@@ -16,6 +16,7 @@ mod migrate;
 mod models;
 mod moderation;
 mod outbox;
+mod privacy;
 mod rights;
 mod tasks;
 #[cfg(feature = "testing")]
@@ -43,6 +44,10 @@ pub use ledger::{
 };
 pub use models::*;
 pub use moderation::{ModerationEvent, NewModerationEvent, Report, Suspension, TaskStat, UserSummary};
+pub use privacy::{
+    day_of, AccountPrivacy, AnalyticsDay, ConsentChoice, ConsentRecord, NewAnalyticsEvent, NewConsent, NewRequestLog, PolicyAcceptance,
+    PolicyVersion, RequestLog, DAY_MS,
+};
 pub use rights::{NewRightsRequest, RightsRequest};
 pub use tasks::Submitted;
 pub use users::ROLES;

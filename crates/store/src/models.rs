@@ -206,6 +206,8 @@ pub struct Mail {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub sent_at: Option<i64>,
+    /// Marketing mail only: the signed one-click unsubscribe link (RFC 8058).
+    pub unsubscribe_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]

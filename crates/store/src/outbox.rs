@@ -4,7 +4,7 @@ use domain::Result;
 use crate::{db_err, now_ms, with_pool, with_tx, Mail, NewMail, Store};
 
 const MAIL_COLUMNS: &str =
-    "id, user_id, kind, to_addr, subject, body_text, status, attempts, next_attempt_at, last_error, created_at, sent_at";
+    "id, user_id, kind, to_addr, subject, body_text, status, attempts, next_attempt_at, last_error, created_at, sent_at, unsubscribe_url";
 
 impl Store {
     /// Queues a message; the mailer delivers it later (SMTP or files).
