@@ -12,6 +12,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub server: ServerConfig,
     pub database: DatabaseConfig,
+    pub storage: blobs::StorageConfig,
     pub limits: LimitsConfig,
     pub tasks: TasksConfig,
     pub engine: EngineConfig,
@@ -20,6 +21,10 @@ pub struct Config {
     pub mail: mailer::MailConfig,
     pub billing: billing::BillingConfig,
     pub imaging: ImagingConfig,
+    pub privacy: privacy::PrivacyConfig,
+    pub moderation: ModerationConfig,
+    pub rate_limits: RateLimitsConfig,
+    pub scheduling: SchedulingConfig,
     pub log: LogConfig,
 }
 
@@ -32,6 +37,9 @@ pub struct ServerConfig {
     /// Base URL people reach Atelier at (links in mails, OAuth redirect
     /// URIs); empty: the address it listens on.
     pub public_url: String,
+    /// Proxies (addresses or CIDR blocks) whose forwarding headers name the
+    /// client; from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,12 +65,40 @@ pub struct TasksConfig {
     pub max_attempts: u32,
     pub sweep_interval_seconds: u32,
     pub unsaved_retention_days: u32,
+    pub shutdown_grace_seconds: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Engines: the built-in one, and remote providers routed per model name.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     pub min_duration_ms: u64,
+    /// Key of the pseudonym providers may get for an account (OpenAI's
+    /// `user`); empty: none is sent. Better given as
+    /// `ATELIER_ENGINE_END_USER_SECRET`.
+    pub end_user_secret: String,
+    /// `[[engine.providers]]`; none: the built-in engine serves every model.
+    pub providers: Vec<engines::ProviderConfig>,
+    /// `[engine.routes]`: model name (or `"*"`) → providers with weights.
+    pub routes: std::collections::BTreeMap<String, Vec<engines::RouteTarget>>,
+}
+
+/// Hand-written so the pseudonym key never reaches a log.
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("min_duration_ms", &self.min_duration_ms)
+            .field("end_user_secret", &engines::Secret::new(self.end_user_secret.clone()))
+            .field("providers", &self.providers)
+            .field("routes", &self.routes)
+            .finish()
+    }
+}
+
+impl EngineConfig {
+    pub fn end_user_secret(&self) -> Option<engines::Secret> {
+        (!self.end_user_secret.is_empty()).then(|| engines::Secret::new(self.end_user_secret.clone()))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +113,9 @@ pub struct AccountsConfig {
     pub max_failed_sign_ins_per_network_per_hour: u32,
     pub password_reset_minutes: u32,
     pub email_verification_hours: u32,
+    /// The first account to sign up on an instance without accounts becomes
+    /// an admin (else: `atelier admin create-user --role admin`).
+    pub first_sign_up_is_admin: bool,
 }
 
 /// Limits on images people upload, checked from the header before decoding.
@@ -114,6 +153,120 @@ impl ImagingConfig {
     }
 }
 
+/// Content rules (C40).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModerationConfig {
+    /// A TOML rules file; empty: the built-in rules.
+    pub rules_file: String,
+    pub retain_review_prompts: bool,
+    /// An OpenAI-compatible moderation API (base URL ending in /v1); empty: off.
+    pub external_url: String,
+    pub external_api_key: String,
+    pub external_model: String,
+    pub external_fail_open: bool,
+    pub external_timeout_ms: u64,
+}
+
+impl Default for ModerationConfig {
+    fn default() -> Self {
+        ModerationConfig {
+            rules_file: String::new(),
+            retain_review_prompts: false,
+            external_url: String::new(),
+            external_api_key: String::new(),
+            external_model: "omni-moderation-latest".into(),
+            external_fail_open: false,
+            external_timeout_ms: 5000,
+        }
+    }
+}
+
+/// Hand-written so the API key never reaches a log through `{:?}`.
+impl std::fmt::Debug for ModerationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModerationConfig")
+            .field("rules_file", &self.rules_file)
+            .field("external_url", &self.external_url)
+            .field("external_fail_open", &self.external_fail_open)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Token buckets (C18): each `*_per_*` is a bucket size refilled evenly
+/// over its class's window; 0 turns that bucket off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    pub enabled: bool,
+    pub sign_in_per_ip: u32,
+    pub sign_in_window_seconds: u32,
+    pub sign_up_per_ip: u32,
+    pub sign_up_window_seconds: u32,
+    pub submit_per_ip: u32,
+    pub submit_per_account: u32,
+    pub submit_per_key: u32,
+    pub submit_window_seconds: u32,
+    pub api_per_ip: u32,
+    pub api_per_account: u32,
+    pub api_per_key: u32,
+    pub api_window_seconds: u32,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        let d = web::RateLimits::default();
+        RateLimitsConfig {
+            enabled: d.enabled,
+            sign_in_per_ip: d.sign_in.per_ip,
+            sign_in_window_seconds: d.sign_in.window_secs,
+            sign_up_per_ip: d.sign_up.per_ip,
+            sign_up_window_seconds: d.sign_up.window_secs,
+            submit_per_ip: d.submit.per_ip,
+            submit_per_account: d.submit.per_account,
+            submit_per_key: d.submit.per_key,
+            submit_window_seconds: d.submit.window_secs,
+            api_per_ip: d.api.per_ip,
+            api_per_account: d.api.per_account,
+            api_per_key: d.api.per_key,
+            api_window_seconds: d.api.window_secs,
+        }
+    }
+}
+
+impl RateLimitsConfig {
+    pub fn web(&self) -> web::RateLimits {
+        let limit = |per_ip, per_account, per_key, window_secs: u32| web::Limit { per_ip, per_account, per_key, window_secs: window_secs.max(1) };
+        web::RateLimits {
+            enabled: self.enabled,
+            sign_in: limit(self.sign_in_per_ip, 0, 0, self.sign_in_window_seconds),
+            sign_up: limit(self.sign_up_per_ip, 0, 0, self.sign_up_window_seconds),
+            submit: limit(self.submit_per_ip, self.submit_per_account, self.submit_per_key, self.submit_window_seconds),
+            api: limit(self.api_per_ip, self.api_per_account, self.api_per_key, self.api_window_seconds),
+        }
+    }
+}
+
+/// How workers share the queue between accounts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulingConfig {
+    /// Tasks one account may have running at once; 0: no limit.
+    pub max_running_per_account: u32,
+}
+
+impl Default for SchedulingConfig {
+    fn default() -> Self {
+        SchedulingConfig { max_running_per_account: 4 }
+    }
+}
+
+impl SchedulingConfig {
+    pub fn store(&self) -> store::Scheduling {
+        store::Scheduling { max_running_per_account: i64::from(self.max_running_per_account) }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -127,6 +280,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             server: ServerConfig::default(),
             database: DatabaseConfig::default(),
+            storage: blobs::StorageConfig::default(),
             limits: LimitsConfig::default(),
             tasks: TasksConfig::default(),
             engine: EngineConfig::default(),
@@ -135,6 +289,10 @@ impl Default for Config {
             mail: mailer::MailConfig::default(),
             billing: billing::BillingConfig::default(),
             imaging: ImagingConfig::default(),
+            privacy: privacy::PrivacyConfig::default(),
+            moderation: ModerationConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+            scheduling: SchedulingConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -142,7 +300,13 @@ impl Default for Config {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { bind: "127.0.0.1:8080".into(), https: false, body_limit_bytes: 1 << 20, public_url: String::new() }
+        ServerConfig {
+            bind: "127.0.0.1:8080".into(),
+            https: false,
+            body_limit_bytes: 1 << 20,
+            public_url: String::new(),
+            trusted_proxies: Vec::new(),
+        }
     }
 }
 
@@ -168,13 +332,14 @@ impl Default for TasksConfig {
             max_attempts: 3,
             sweep_interval_seconds: 15,
             unsaved_retention_days: 30,
+            shutdown_grace_seconds: 30,
         }
     }
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { min_duration_ms: 0 }
+        EngineConfig { min_duration_ms: 0, end_user_secret: String::new(), providers: Vec::new(), routes: Default::default() }
     }
 }
 
@@ -187,6 +352,7 @@ impl Default for AccountsConfig {
             max_failed_sign_ins_per_network_per_hour: 500,
             password_reset_minutes: 30,
             email_verification_hours: 48,
+            first_sign_up_is_admin: false,
         }
     }
 }
@@ -312,6 +478,34 @@ impl Config {
         auth.password_reset_ms = i64::from(a.password_reset_minutes) * 60_000;
         auth.email_verification_ms = i64::from(a.email_verification_hours.max(1)) * 3_600_000;
         Ok(auth)
+    }
+
+    /// Content rules from `moderation.rules_file` (or the built-in ones) and
+    /// the external endpoint, checked at start.
+    pub fn web_moderation(&self) -> Result<web::ModerationConfig, String> {
+        let m = &self.moderation;
+        let rules = if m.rules_file.is_empty() {
+            web::built_in_rules()
+        } else {
+            let text = std::fs::read_to_string(&m.rules_file).map_err(|e| format!("moderation.rules_file {}: {e}", m.rules_file))?;
+            web::parse_rules(&text).map_err(|e| format!("moderation.rules_file {}: {}", m.rules_file, e.message))?
+        };
+        let external = match m.external_url.trim() {
+            "" => None,
+            url if url.starts_with("https://") || url.starts_with("http://") => Some(web::ExternalModeration {
+                url: url.to_string(),
+                api_key: Some(m.external_api_key.clone()).filter(|k| !k.is_empty()),
+                model: m.external_model.clone(),
+                fail_open: m.external_fail_open,
+                timeout: std::time::Duration::from_millis(m.external_timeout_ms.max(100)),
+            }),
+            _ => return Err("moderation.external_url must be an http(s) URL".into()),
+        };
+        Ok(web::ModerationConfig { rules: std::sync::Arc::new(rules), external, retain_review_prompts: m.retain_review_prompts })
+    }
+
+    pub fn trusted_proxies(&self) -> Result<Vec<web::Cidr>, String> {
+        self.server.trusted_proxies.iter().map(|p| web::Cidr::parse(p).map_err(|e| format!("server.trusted_proxies: {e}"))).collect()
     }
 
     /// The base URL in mails and OAuth redirects: `server.public_url`, or
@@ -506,8 +700,85 @@ mod tests {
     }
 
     #[test]
+    fn c40_content_rules_proxies_and_limits_come_from_config_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.toml");
+        std::fs::write(&rules, "[[category]]\nname = \"local\"\naction = \"block\"\nterms = [\"zorblax\"]\n").unwrap();
+        let file = dir.path().join("atelier.toml");
+        let text = format!(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[moderation]\nrules_file = {:?}\nexternal_url = \"http://127.0.0.1:9/v1\"\nexternal_api_key = \"sk-secret\"\n[rate_limits]\nsign_in_per_ip = 3\n",
+            rules.display().to_string()
+        );
+        std::fs::write(&file, text).unwrap();
+        let config = Config::load(Some(&file), env(&[]), &Flags::default()).unwrap();
+        let moderation = config.web_moderation().unwrap();
+        assert_eq!(moderation.rules.check("a zorblax").unwrap().category, "local");
+        assert!(moderation.rules.check("gore").is_none(), "the file replaces the built-in rules");
+        assert!(!moderation.external.as_ref().unwrap().fail_open, "fail-closed by default");
+        assert!(!format!("{config:?} {moderation:?}").contains("sk-secret"), "the key stays out of logs");
+        let proxies = config.trusted_proxies().unwrap();
+        assert!(proxies[0].contains("10.9.8.7".parse().unwrap()) && proxies[1].contains("::1".parse().unwrap()));
+        assert_eq!((config.rate_limits.web().sign_in.per_ip, config.rate_limits.web().sign_in.window_secs), (3, 60));
+        assert_eq!(Config::default().web_moderation().unwrap().rules.check("gore").unwrap().category, "graphic_violence");
+
+        std::fs::write(&rules, "[[category]]\nname = \"bad\"\naction = \"block\"\npatterns = [\"(\"]\n").unwrap();
+        assert!(config.web_moderation().unwrap_err().contains("rules.toml"));
+        std::fs::write(&file, "[server]\ntrusted_proxies = [\"proxy.internal\"]\n").unwrap();
+        assert!(Config::load(Some(&file), env(&[]), &Flags::default()).unwrap().trusted_proxies().is_err());
+    }
+
+    #[test]
     fn sqlite_in_the_data_dir_by_default() {
         let config = Config::load(None, env(&[("ATELIER_DATA_DIR", "/tmp/at")]), &Flags::default()).unwrap();
         assert_eq!(config.database_url(), "sqlite:///tmp/at/atelier.db");
+    }
+
+    #[test]
+    fn c12_providers_and_routes_load_and_build_a_router_with_secrets_kept_out_of_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("atelier.toml");
+        std::fs::write(
+            &file,
+            r#"
+[[engine.providers]]
+name = "openai"
+kind = "openai"
+model = "gpt-image-1"
+api_key = "sk-file-secret"
+max_concurrency = 2
+timeout_ms = 90000
+costs = [{ size = "1024x1024", quality = "high", credits = 17 }, { credits = 4 }]
+
+[[engine.providers]]
+name = "replicate"
+kind = "replicate"
+model = "black-forest-labs/flux-schnell"
+api_key_env = "REPLICATE_API_TOKEN"
+input = { prompt = "{{prompt}}", seed = "{{seed}}", aspect_ratio = "1:1" }
+
+[[engine.providers]]
+name = "builtin"
+kind = "procedural"
+
+[engine.routes]
+"gpt-image-1" = [{ provider = "openai", weight = 3 }, { provider = "replicate" }]
+"*" = [{ provider = "builtin" }]
+"#,
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), env(&[("ATELIER_ENGINE_END_USER_SECRET", "tag-secret")]), &Flags::default()).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("sk-file-secret") && !shown.contains("tag-secret"), "{shown}");
+        assert!(config.engine.end_user_secret().is_some());
+        let builtin: std::sync::Arc<dyn engines::Engine> = std::sync::Arc::new(engines::ProceduralEngine);
+        let env_var = |k: &str| (k == "REPLICATE_API_TOKEN").then(|| "r8-env".to_string());
+        let router = engines::build_router(&config.engine.providers, &config.engine.routes, builtin, &env_var).unwrap();
+        assert_eq!(router.route("gpt-image-1"), ["openai", "replicate"]);
+        assert_eq!(router.route("dall-e-3"), ["builtin"]);
+        assert_eq!(router.models(), ["gpt-image-1"]);
+        assert_eq!(router.cost("openai", "gpt-image-1", "1024x1024", "high"), Some(17));
+        assert_eq!(router.cost("openai", "gpt-image-1", "1536x1024", "low"), Some(4));
+        assert_eq!(router.cost("replicate", "gpt-image-1", "1024x1024", "high"), None);
+        assert_eq!(router.health().iter().map(|h| h.state).collect::<Vec<_>>(), ["closed"; 3]);
     }
 }

@@ -58,6 +58,12 @@ enum Command {
     Restore { dir: PathBuf },
     /// Re-wrap every account key under a new master key.
     RotateMasterKey,
+    /// Run the retention sweeps once (for cron) and print what each removed.
+    Sweep {
+        /// Print the counts as one JSON object instead of a line per kind.
+        #[arg(long)]
+        json: bool,
+    },
     /// Administration.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -69,6 +75,15 @@ enum AdminCommand {
     PurgeAccount { account: String },
     /// Give an account a role: user, moderator or admin.
     SetRole { account: String, role: String },
+    /// Create a signed-up, verified account; the password is read from the
+    /// first line of standard input.
+    CreateUser {
+        email: String,
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+        #[arg(long, default_value = "user")]
+        role: String,
+    },
     /// Print the audit trail as JSON lines, newest first.
     Audit {
         /// Only entries where this account (email or id) acted or was acted on.
@@ -152,6 +167,20 @@ async fn run_once(config: &Config, command: Command) -> Result<(), String> {
     let data = ops::open(config).await?;
     match command {
         Command::Migrate => println!("database migrated"),
+        Command::Sweep { json } => {
+            config.privacy.validate()?;
+            let report = privacy::sweep::run_sweeps(&data.store, data.objects.as_ref(), &config.privacy, store::now_ms())
+                .await
+                .map_err(|e| e.to_string())?;
+            let counts = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+            if json {
+                println!("{counts}");
+            } else if let Some(counts) = counts.as_object() {
+                for (kind, n) in counts {
+                    println!("{kind}: {n}");
+                }
+            }
+        }
         Command::Backup { dir } => {
             let manifest = ops::backup(config, &data, &dir).await?;
             println!("backup written to {} ({} objects listed)", dir.display(), manifest.objects.len());
@@ -169,6 +198,10 @@ async fn run_once(config: &Config, command: Command) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             println!("{account} is now {role}");
+        }
+        Command::Admin(AdminCommand::CreateUser { email, name, role }) => {
+            let id = ops::create_user(&data.store, &email, &name, &role).await?;
+            println!("created {role} {email} ({id})");
         }
         Command::Admin(AdminCommand::Audit { account, limit }) => {
             let id = match account {
@@ -192,19 +225,23 @@ async fn run(config: Config, mode: Mode) -> Result<(), String> {
         other => other,
     };
     config.billing.validate()?;
-    let ops::DataDir { store, blobs, .. } = ops::open(&config).await?;
-    let engine = Arc::new(Paced { inner: ProceduralEngine, min: Duration::from_millis(config.engine.min_duration_ms) });
-    let hub = TaskHub::default();
+    config.privacy.validate()?;
+    let ops::DataDir { store, blobs, objects } = ops::open(&config).await?;
+    let builtin: Arc<dyn engines::Engine> = Arc::new(Paced { inner: ProceduralEngine, min: Duration::from_millis(config.engine.min_duration_ms) });
+    let router = Arc::new(engines::build_router(&config.engine.providers, &config.engine.routes, builtin.clone(), &|k| std::env::var(k).ok())?);
     let (stop, stopped) = watch::channel(false);
+    // On PostgreSQL, task events and wake-ups also reach the other nodes.
+    let hub = worker::fanout::connect(&store, TaskHub::default(), stopped.clone()).await;
+    let grace = Duration::from_secs(u64::from(config.tasks.shutdown_grace_seconds));
     let mut background = Vec::new();
 
     let with_worker = matches!(mode, Mode::Worker | Mode::Serve { with_worker: true });
     if with_worker {
         let tasks = &config.tasks;
-        let worker = Arc::new(Worker::new(
+        let worker = Arc::new(Worker::with_router(
             store.clone(),
             blobs.clone(),
-            engine.clone(),
+            router.clone(),
             hub.clone(),
             WorkerConfig {
                 lease_ms: i64::from(tasks.lease_seconds) * 1000,
@@ -213,6 +250,8 @@ async fn run(config: Config, mode: Mode) -> Result<(), String> {
                 unsaved_retention_ms: i64::from(tasks.unsaved_retention_days) * 86_400_000,
                 thumbnail_side: config.imaging.thumbnail_side.max(16),
                 decode_limits: config.imaging.decode_limits(),
+                drain_ms: grace.as_millis() as u64,
+                end_user_secret: config.engine.end_user_secret(),
                 ..WorkerConfig::default()
             },
         ));
@@ -221,6 +260,14 @@ async fn run(config: Config, mode: Mode) -> Result<(), String> {
             store.clone(),
             hub.clone(),
             Duration::from_secs(u64::from(tasks.sweep_interval_seconds.max(1))),
+            stopped.clone(),
+        )));
+        let every = Duration::from_secs(u64::from(config.privacy.sweep_interval_minutes.max(1)) * 60);
+        background.push(tokio::spawn(privacy::sweep::run_scheduled(
+            store.clone(),
+            objects.clone(),
+            config.privacy.clone(),
+            every,
             stopped.clone(),
         )));
         let mailer = Arc::new(mailer::Mailer::new(&config.mail, config.data_dir.join("mail")).map_err(|e| e.to_string())?);
@@ -233,16 +280,25 @@ async fn run(config: Config, mode: Mode) -> Result<(), String> {
     }
 
     match mode {
-        Mode::Serve { .. } => serve(&config, store.clone(), blobs, hub, engine.name().to_string(), engine.model().to_string()).await?,
+        Mode::Serve { .. } => {
+            let server = serve(&config, store.clone(), blobs, objects, hub, &builtin, &router);
+            // Open event streams would hold a graceful shutdown forever.
+            tokio::select! {
+                served = server => served?,
+                _ = async { shutdown_signal().await; tokio::time::sleep(grace).await } => {}
+            }
+        }
         _ => {
             println!("Atelier worker running (data in {})", config.data_dir.display());
             shutdown_signal().await;
         }
     }
+    // Stop claiming; running tasks finish or are released within the grace.
     tracing::info!("shutting down");
     let _ = stop.send(true);
+    let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(10);
     for task in background {
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        let _ = tokio::time::timeout_at(deadline, task).await;
     }
     store.close().await;
     Ok(())
@@ -254,10 +310,28 @@ async fn serve(
     config: &Config,
     store: Store,
     blobs: Arc<dyn blobs::BlobStore>,
+    objects: Arc<dyn blobs::BlobStore>,
     hub: TaskHub,
-    provider: String,
-    model: String,
+    builtin: &Arc<dyn engines::Engine>,
+    router: &engines::Router,
 ) -> Result<(), String> {
+    // Native submits without a model take the built-in one when it serves
+    // any model name, else the first routed model.
+    let (provider, model) = match router.models().first() {
+        Some(first) if !router.serves_any_model() => (router.route(first).join(","), first.clone()),
+        _ => (builtin.name().to_string(), builtin.model().to_string()),
+    };
+    let mut models: Vec<(String, Vec<String>)> = router
+        .models()
+        .into_iter()
+        .map(|m| {
+            let providers = router.route(&m);
+            (m, providers)
+        })
+        .collect();
+    if router.serves_any_model() {
+        models.push((engines::ANY_MODEL.to_string(), router.route(engines::ANY_MODEL)));
+    }
     let auth = config.web_auth()?;
     let listener =
         tokio::net::TcpListener::bind(&config.server.bind).await.map_err(|e| format!("cannot listen on {}: {e}", config.server.bind))?;
@@ -266,6 +340,10 @@ async fn serve(
     let web_config = web::WebConfig {
         public_url: config.public_url(shown),
         auth,
+        moderation: config.web_moderation()?,
+        rate_limits: config.rate_limits.web(),
+        trusted_proxies: config.trusted_proxies()?,
+        first_sign_up_is_admin: config.accounts.first_sign_up_is_admin,
         https: config.server.https,
         session_ttl_ms: i64::from(config.accounts.session_days) * 86_400_000,
         limits: domain::params::Limits {
@@ -277,12 +355,16 @@ async fn serve(
         body_limit_bytes: config.server.body_limit_bytes as usize,
         provider,
         model,
+        models,
         billing: config.billing.clone(),
         decode_limits: config.imaging.decode_limits(),
         thumbnail_side: config.imaging.thumbnail_side.max(16),
+        privacy: config.privacy.clone(),
+        unsaved_retention_days: config.tasks.unsaved_retention_days,
+        smtp_host: config.mail.smtp_host.trim().to_string(),
         ..web::WebConfig::default()
     };
-    let app = web::router(web::AppState { store, blobs, hub, config: Arc::new(web_config) });
+    let app = web::router(web::AppState { store, blobs, objects, hub, config: Arc::new(web_config) });
     println!("Atelier is running at http://{shown}/");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use blobs::{BlobStore, Encrypted, LocalDirStore};
+use blobs::{BlobStore, Encrypted};
 use serde::{Deserialize, Serialize};
 use store::{AuditEntry, BackendKind, Store};
 use vault::{LocalMasterKey, MasterKey};
@@ -45,10 +45,11 @@ pub async fn open(config: &Config) -> Result<DataDir, String> {
     let store = Store::connect(&config.database_url(), config.database.max_connections)
         .await
         .map_err(|e| e.to_string())?
-        .with_master_key(Arc::new(master));
+        .with_master_key(Arc::new(master))
+        .with_scheduling(config.scheduling.store());
     let applied = store.migrate().await.map_err(|e| e.to_string())?;
     tracing::info!(applied, backend = ?store.kind(), "database ready");
-    let objects: Arc<dyn BlobStore> = Arc::new(LocalDirStore::new(config.data_dir.join("objects")).map_err(|e| e.to_string())?);
+    let objects = blobs::open_store(&config.storage, &config.data_dir.join("objects")).map_err(|e| e.to_string())?;
     let blobs: Arc<dyn BlobStore> = Arc::new(Encrypted::new(objects.clone(), Arc::new(store.clone())));
     Ok(DataDir { store, objects, blobs })
 }
@@ -59,8 +60,14 @@ pub struct Manifest {
     pub created_at: i64,
     pub backend: String,
     pub master_key_id: String,
-    /// Every object key at backup time. Objects are not copied: they stay
-    /// in the object store, sealed; back that up with your storage's tools.
+    /// Where the objects are: `local` (the data dir's objects/) or
+    /// `s3://<bucket>`.
+    #[serde(default)]
+    pub storage: String,
+    /// Every object key at backup time. Objects are not copied, on either
+    /// backend: they stay where they are, sealed; back up the objects
+    /// directory or the bucket (versioning, replication) with their own
+    /// tools. A restore counts the listed objects that are missing.
     pub objects: Vec<String>,
 }
 
@@ -99,6 +106,10 @@ pub async fn backup(config: &Config, data: &DataDir, dir: &Path) -> Result<Manif
         created_at: store::now_ms(),
         backend: backend.into(),
         master_key_id: data.store.master_key_id().map_err(|e| e.to_string())?,
+        storage: match config.storage.backend.as_str() {
+            "s3" => format!("s3://{}", config.storage.bucket),
+            other => other.to_string(),
+        },
         objects: data.objects.list_prefix("").await.map_err(|e| e.to_string())?,
     };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
@@ -200,3 +211,29 @@ pub async fn rotate_master_key(config: &Config) -> Result<String, String> {
         Ok(format!("re-wrapped {n} account keys; {} now holds master key {}", path.display(), new_key.id()))
     }
 }
+
+/// `atelier admin create-user`: a verified account with a password (read
+/// from standard input) and a role; the creation and the role are audited.
+pub async fn create_user(store: &Store, email: &str, name: &str, role: &str) -> Result<String, String> {
+    if !store::ROLES.contains(&role) {
+        return Err(format!("role must be one of {}", store::ROLES.join(", ")));
+    }
+    let email = domain::account::normalize_email(email).map_err(|e| e.message)?;
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password).map_err(|e| format!("cannot read the password: {e}"))?;
+    let password = password.trim_end_matches(['\r', '\n']).to_string();
+    domain::account::check_password(&password).map_err(|e| e.message)?;
+    let password_hash = web::hash_password(password).await.map_err(|e| e.message)?;
+    let user = store
+        .create_user(store::NewUser { email, name: name.trim().to_string(), password_hash: Some(password_hash), locale: None })
+        .await
+        .map_err(|e| e.message)?;
+    store.mark_email_verified(&user.id, store::now_ms()).await.map_err(|e| e.to_string())?;
+    store.set_role(&user.id, role).await.map_err(|e| e.to_string())?;
+    for (action, detail) in [("account_created", "admin command"), ("role_changed", role)] {
+        let entry = store::AuditEntry { action, target_id: Some(&user.id), detail: Some(detail), ..Default::default() };
+        store.audit(entry).await.map_err(|e| e.to_string())?;
+    }
+    Ok(user.id)
+}
+

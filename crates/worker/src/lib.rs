@@ -3,6 +3,7 @@
 //! if it still holds the lease, so each task's outputs are recorded once.
 //! Also the sweeper that re-queues tasks whose worker died.
 
+pub mod fanout;
 mod hub;
 mod sweeper;
 
@@ -15,13 +16,14 @@ use domain::ids::{new_id, to_hex};
 use domain::params::{EditParams, GenerateParams, Output, RestyleParams, UpscaleParams, VariationParams};
 use domain::task::TaskKind;
 use domain::{Error, ErrorCode, Result};
-use engines::{EditRequest, Engine, EngineImage, GenerateRequest, Observer, VariationRequest};
+use base64::Engine as _;
+use engines::{EditRequest, Engine, EngineImage, GenerateRequest, Job, Observer, PartialImage, Router, Secret, VariationRequest};
 use imaging::{DecodeLimits, RgbaImage};
 use sha2::{Digest, Sha256};
 use store::{NewAsset, Store, Task};
 use tokio::sync::{watch, Notify};
 
-pub use hub::{TaskHub, TaskSignal};
+pub use hub::{HubEvent, PartialFrame, TaskHub, TaskSignal};
 pub use sweeper::{run_sweeper, sweep_once};
 
 #[derive(Debug, Clone)]
@@ -39,6 +41,12 @@ pub struct WorkerConfig {
     pub thumbnail_side: u32,
     /// Limits for decoding stored source images (uploads, earlier outputs).
     pub decode_limits: DecodeLimits,
+    /// Key of the per-account pseudonym providers may receive
+    /// ([`engines::end_user_tag`]); `None`: they receive none.
+    pub end_user_secret: Option<Secret>,
+    /// After shutdown, how long running tasks may take to finish; then
+    /// they are released to the queue for another worker.
+    pub drain_ms: u64,
 }
 
 impl Default for WorkerConfig {
@@ -51,6 +59,8 @@ impl Default for WorkerConfig {
             unsaved_retention_ms: 30 * 86_400_000,
             thumbnail_side: 384,
             decode_limits: DecodeLimits::default(),
+            end_user_secret: None,
+            drain_ms: 30_000,
         }
     }
 }
@@ -59,52 +69,71 @@ pub struct Worker {
     pub id: String,
     store: Store,
     blobs: Arc<dyn BlobStore>,
-    engine: Arc<dyn Engine>,
+    router: Arc<Router>,
     hub: TaskHub,
     config: WorkerConfig,
 }
 
 impl Worker {
+    /// Every task on one engine.
     pub fn new(store: Store, blobs: Arc<dyn BlobStore>, engine: Arc<dyn Engine>, hub: TaskHub, config: WorkerConfig) -> Worker {
-        Worker { id: format!("worker-{}", new_id()), store, blobs, engine, hub, config }
+        Worker::with_router(store, blobs, Arc::new(Router::single(engine)), hub, config)
     }
 
-    /// Runs `concurrency` claim loops until `shutdown` turns true.
+    /// Tasks go to the providers the router picks for their model.
+    pub fn with_router(store: Store, blobs: Arc<dyn BlobStore>, router: Arc<Router>, hub: TaskHub, config: WorkerConfig) -> Worker {
+        Worker { id: format!("worker-{}", new_id()), store, blobs, router, hub, config }
+    }
+
+    /// Runs `concurrency` claim loops until `shutdown` turns true; then
+    /// claims nothing more, lets running tasks finish for `drain_ms`, and
+    /// releases those still making their images to the queue.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
-        let loops: Vec<_> = (0..self.config.concurrency.max(1))
-            .map(|_| {
-                let worker = self.clone();
-                let mut shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    let wake = worker.hub.wake_handle();
-                    while !*shutdown.borrow() {
-                        match worker.run_one().await {
-                            Ok(true) => continue,
-                            Ok(false) => {}
-                            Err(e) => tracing::warn!(error = %e, "worker loop"),
-                        }
-                        tokio::select! {
-                            _ = wake.notified() => {}
-                            _ = tokio::time::sleep(Duration::from_millis(worker.config.poll_ms)) => {}
-                            _ = shutdown.changed() => {}
-                        }
+        let (abort, aborted) = watch::channel(false);
+        let mut loops = tokio::task::JoinSet::new();
+        for _ in 0..self.config.concurrency.max(1) {
+            let (worker, mut shutdown, aborted) = (self.clone(), shutdown.clone(), aborted.clone());
+            loops.spawn(async move {
+                let wake = worker.hub.wake_handle();
+                while !*shutdown.borrow() {
+                    match worker.claim_and_run(&aborted).await {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "worker loop"),
                     }
-                })
-            })
-            .collect();
-        for l in loops {
-            let _ = l.await;
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(worker.config.poll_ms)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            });
+        }
+        // A dropped sender means shutdown too.
+        let _ = shutdown.clone().wait_for(|stop| *stop).await;
+        let drain = Duration::from_millis(self.config.drain_ms);
+        if tokio::time::timeout(drain, async { while loops.join_next().await.is_some() {} }).await.is_err() {
+            tracing::info!(worker = %self.id, "releasing unfinished tasks");
+            let _ = abort.send(true);
+            while loops.join_next().await.is_some() {}
         }
     }
 
     /// Claims and runs one task. `Ok(false)` when the queue was empty.
     pub async fn run_one(&self) -> Result<bool> {
+        let (_keep, never) = watch::channel(false);
+        self.claim_and_run(&never).await
+    }
+
+    /// Like [`Worker::run_one`]; when `abort` turns true while the engine
+    /// works, the task goes back to the queue without counting an attempt.
+    async fn claim_and_run(&self, abort: &watch::Receiver<bool>) -> Result<bool> {
         let Some(task) = self.store.claim_task(&self.id, self.config.lease_ms).await? else {
             return Ok(false);
         };
         tracing::info!(task = %task.id, attempt = task.attempts, "task claimed");
         self.hub.changed(&task);
-        let outcome = self.execute(&task).await;
+        let outcome = self.execute(&task, abort.clone()).await;
         match outcome {
             Ok(Some(outputs)) => {
                 let recorded = self.store.complete_task(&task.id, &self.id, &outputs).await;
@@ -114,6 +143,12 @@ impl Worker {
                     self.discard(&outputs).await;
                 }
                 recorded?;
+            }
+            Ok(None) if *abort.borrow() => {
+                if self.store.release_task(&task.id, &self.id).await? {
+                    tracing::info!(task = %task.id, "task released to the queue");
+                    self.hub.wake_workers();
+                }
             }
             Ok(None) => tracing::info!(task = %task.id, "task no longer ours; work discarded"),
             Err(e) => {
@@ -127,8 +162,10 @@ impl Worker {
     }
 
     /// Runs the task's kind and stores the outputs. `Ok(None)` when the task
-    /// was canceled or its lease lost while working.
-    async fn execute(&self, task: &Task) -> Result<Option<Vec<NewAsset>>> {
+    /// was canceled or its lease lost while working, or `abort` turned true
+    /// before the images were made (stores already begun are finished, so
+    /// no object is left half-recorded).
+    async fn execute(&self, task: &Task, mut abort: watch::Receiver<bool>) -> Result<Option<Vec<NewAsset>>> {
         let progress = Arc::new(AtomicU8::new(0));
         let report = progress.clone();
         let lost = Arc::new(Notify::new());
@@ -153,11 +190,14 @@ impl Worker {
         };
         let observer = Observer::new(Arc::new(move |p| report.store(p.min(99), Ordering::Relaxed)));
         let work = async {
-            let (images, output) = self.produce(task, observer).await?;
-            self.store_outputs(task, &images, &output).await
+            let (images, output) = tokio::select! {
+                produced = self.produce(task, observer) => produced?,
+                Ok(_) = abort.wait_for(|stop| *stop) => return Ok(None),
+            };
+            self.store_outputs(task, &images, &output).await.map(Some)
         };
         let result = tokio::select! {
-            r = work => r.map(Some),
+            r = work => r,
             _ = lost.notified() => Ok(None),
         };
         heartbeat.abort();
@@ -172,6 +212,7 @@ impl Worker {
         match TaskKind::parse(&task.kind)? {
             TaskKind::Generate => {
                 let p: GenerateParams = params(task)?;
+                let observer = self.with_partials(observer, task, p.partial_images, p.output);
                 let request = GenerateRequest {
                     prompt: task.prompt.clone(),
                     width: p.size.width,
@@ -180,12 +221,14 @@ impl Worker {
                     seed: p.seed,
                     n: p.n,
                     background: p.output.background,
-                    partial_images: 0,
+                    partial_images: p.partial_images,
+                    end_user: self.end_user(task),
                 };
-                Ok((self.engine.generate(&request, observer).await?, p.output))
+                Ok((self.route(task, Job::Generate(&request), observer).await?, p.output))
             }
             TaskKind::Edit => {
                 let p: EditParams = params(task)?;
+                let observer = self.with_partials(observer, task, p.partial_images, p.output);
                 let mut images = Vec::with_capacity(p.sources.len());
                 for id in &p.sources {
                     images.push(self.load_image(task, id).await?);
@@ -206,16 +249,17 @@ impl Worker {
                     seed: p.seed,
                     n: p.n,
                     background: p.output.background,
-                    partial_images: 0,
+                    partial_images: p.partial_images,
+                    end_user: self.end_user(task),
                 };
-                Ok((self.engine.edit(&request, observer).await?, p.output))
+                Ok((self.route(task, Job::Edit(&request), observer).await?, p.output))
             }
             TaskKind::Variation => {
                 let p: VariationParams = params(task)?;
                 let image = self.load_image(task, &p.source).await?;
                 let (width, height) = p.size.map(|s| (s.width, s.height)).unwrap_or(image.dimensions());
-                let request = VariationRequest { image, width, height, seed: p.seed, n: p.n, partial_images: 0 };
-                Ok((self.engine.variation(&request, observer).await?, p.output))
+                let request = VariationRequest { image, width, height, seed: p.seed, n: p.n, partial_images: 0, end_user: self.end_user(task) };
+                Ok((self.route(task, Job::Variation(&request), observer).await?, p.output))
             }
             TaskKind::Upscale => {
                 let p: UpscaleParams = params(task)?;
@@ -234,6 +278,41 @@ impl Worker {
                 Ok((vec![EngineImage { image }], p.output))
             }
         }
+    }
+
+    /// Runs a job on the task's model route. Failover happens inside the
+    /// router, within this attempt, so the task's one hold is all it costs.
+    async fn route(&self, task: &Task, job: Job<'_>, observer: Observer) -> Result<Vec<EngineImage>> {
+        let model = task.model.as_deref().unwrap_or(engines::ANY_MODEL);
+        let routed = self.router.run(model, job, observer).await?;
+        tracing::info!(task = %task.id, provider = %routed.provider, model = %routed.model, "engine finished");
+        Ok(routed.images)
+    }
+
+    fn end_user(&self, task: &Task) -> Option<String> {
+        self.config.end_user_secret.as_ref().map(|secret| engines::end_user_tag(secret, &task.owner_id))
+    }
+
+    /// When the task asks for partial frames: each one the engine makes is
+    /// encoded like the output and published on the hub (never stored).
+    fn with_partials(&self, observer: Observer, task: &Task, partial_images: u32, output: Output) -> Observer {
+        if partial_images == 0 {
+            return observer;
+        }
+        let (hub, task_id, owner_id) = (self.hub.clone(), task.id.clone(), task.owner_id.clone());
+        // Engines call the sink from their blocking render threads.
+        observer.with_partials(Arc::new(move |frame: PartialImage| match imaging::encode(&frame.image, &output) {
+            Ok(encoded) => hub.partial(PartialFrame {
+                task_id: task_id.clone(),
+                owner_id: owner_id.clone(),
+                image_index: frame.index,
+                partial_index: frame.partial_index,
+                width: encoded.width,
+                height: encoded.height,
+                b64: base64::engine::general_purpose::STANDARD.encode(&encoded.bytes),
+            }),
+            Err(e) => tracing::warn!(task = %task_id, error = %e, "a partial frame could not be encoded"),
+        }))
     }
 
     /// A source image of the task's owner (an upload or an earlier output),
