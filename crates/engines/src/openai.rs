@@ -4,10 +4,10 @@
 //! optional `mask` whose transparent pixels are painted) and
 //! `POST {base}/images/variations` (DALL·E 2). Errors come as
 //! `{"error":{"message","type","param","code"}}`; `moderation_blocked` and
-//! `content_policy_violation` are the request's fault, 429 carries
-//! `Retry-After`.
+//! `content_policy_violation` become our `content_policy_violation` (the
+//! request's fault, not retried elsewhere), 429 carries `Retry-After`.
 
-use domain::{Error, Result};
+use domain::{Error, ErrorCode, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -129,7 +129,7 @@ fn error_message(v: &Value) -> Option<String> {
 /// A safety refusal is final for this prompt: say so plainly.
 fn moderation(e: Error) -> Error {
     if e.message.contains("(moderation_blocked)") || e.message.contains("(content_policy_violation)") {
-        Error::invalid("the provider's safety system refused this request (moderation_blocked)")
+        Error::new(ErrorCode::ContentPolicyViolation, "the provider's safety system refused this request")
     } else {
         e
     }
@@ -262,8 +262,8 @@ mod tests {
             ),
         );
         let e = moderation(e);
-        assert_eq!(e.code, domain::ErrorCode::InvalidInput);
-        assert!(e.message.contains("moderation_blocked"));
+        assert_eq!(e.code, ErrorCode::ContentPolicyViolation);
+        assert!(!crate::is_retryable(&e), "another provider would refuse it too");
     }
 
     #[test]
