@@ -46,6 +46,9 @@ pub struct WebConfig {
     /// Engine name and model recorded on tasks.
     pub provider: String,
     pub model: String,
+    /// Routed model names (`*`: any other name) and their providers, as
+    /// `/v1/models` lists them.
+    pub models: Vec<(String, Vec<String>)>,
     /// Base URL people reach Atelier at, for links in mails and OAuth
     /// redirect URIs (never taken from a request's Host header).
     pub public_url: String,
@@ -72,6 +75,7 @@ impl Default for WebConfig {
             body_limit_bytes: 1 << 20,
             provider: "procedural".into(),
             model: "atelier-procedural-v0".into(),
+            models: vec![("*".into(), vec!["procedural".into()])],
             public_url: "http://localhost:8080".into(),
             auth: AuthConfig::default(),
             clock: Clock::system(),

@@ -30,8 +30,8 @@ pub const PROMPT_MAX_CHARS: usize = 32_000;
 pub const MAX_N: i64 = 10;
 /// Lifetime of a `url` response's signed link.
 pub const LINK_TTL_SECS: i64 = 3600;
-/// Model names listed by `/v1/models`; every one (and any other name) routes
-/// to the configured engine.
+/// OpenAI's model names, listed by `/v1/models` when a `*` route serves
+/// any model name.
 pub const MODELS: &[&str] = &["gpt-image-2", "gpt-image-1.5", "gpt-image-1", "gpt-image-1-mini", "dall-e-3", "dall-e-2"];
 const DEFAULT_MODEL: &str = "gpt-image-2";
 const ENGINE_HEADER: &str = "x-atelier-engine";
@@ -99,10 +99,23 @@ fn engine_header(state: &AppState) -> HeaderValue {
 
 pub async fn list_models(State(state): State<AppState>, key: ApiKeyUser) -> OaResult<Response> {
     let _ = key;
-    let engine = state.config.provider.clone();
-    let data: Vec<_> =
-        MODELS.iter().map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "atelier", "engine": engine })).collect();
-    let mut response = Json(json!({ "object": "list", "data": data, "routing": { "*": engine } })).into_response();
+    // Every routed name; a `*` route serves OpenAI's names too.
+    let routes = &state.config.models;
+    let mut listed: Vec<(&str, String)> = Vec::new();
+    for (model, providers) in routes {
+        if model == "*" {
+            let named = |id: &&str| !routes.iter().any(|(m, _)| m == id);
+            listed.extend(MODELS.iter().filter(named).map(|id| (*id, providers.join(","))));
+        } else {
+            listed.push((model, providers.join(",")));
+        }
+    }
+    let data: Vec<_> = listed
+        .iter()
+        .map(|(id, engine)| json!({ "id": id, "object": "model", "created": 0, "owned_by": "atelier", "engine": engine }))
+        .collect();
+    let routing: serde_json::Map<String, serde_json::Value> = routes.iter().map(|(m, p)| (m.clone(), json!(p.join(",")))).collect();
+    let mut response = Json(json!({ "object": "list", "data": data, "routing": routing })).into_response();
     response.headers_mut().insert(ENGINE_HEADER, engine_header(&state));
     Ok(response)
 }
