@@ -2,9 +2,12 @@
 //! a channel, heard by a dedicated listener connection on every node. On
 //! SQLite there is one process, so nothing crosses and these do nothing.
 
+use std::future::Future;
+
 use domain::ids::new_id;
 use domain::{Error, ErrorCode, Result};
 use sqlx::postgres::PgListener;
+use sqlx::Connection;
 
 use crate::{db_err, now_ms, with_tx, Backend, Store};
 
@@ -66,6 +69,25 @@ impl Store {
         Ok(Some(Listener { inner }))
     }
 
+    /// Runs `work` unless another node is running work under `name` right
+    /// now (then `None`). On PostgreSQL the lock is an advisory lock held by
+    /// a connection of its own, closed afterwards, so a node that dies
+    /// mid-work frees it too. SQLite has one process: `work` always runs.
+    pub async fn exclusively<T>(&self, name: &str, work: impl Future<Output = Result<T>>) -> Result<Option<T>> {
+        let Backend::Postgres(pool) = &self.backend else { return work.await.map(Some) };
+        let mut conn = pool.acquire().await.map_err(db_err)?.detach();
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(lock_key(name)).fetch_one(&mut conn).await.map_err(db_err)?;
+        if !locked {
+            return Ok(None);
+        }
+        let out = work.await;
+        if let Err(e) = conn.close().await {
+            tracing::warn!(error = %e, "closing a lock connection failed");
+        }
+        out.map(Some)
+    }
+
     /// Puts a running task back in the queue without counting the attempt:
     /// its worker is shutting down, not failing. `false` when `worker_id`
     /// no longer holds the task.
@@ -97,4 +119,11 @@ impl Store {
             owner.is_some()
         }))
     }
+}
+
+/// A stable advisory-lock key per name (FNV-1a), apart from the keys other
+/// statements use.
+fn lock_key(name: &str) -> i64 {
+    let hash = format!("atelier:{name}").bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    hash as i64
 }

@@ -6,7 +6,11 @@ use std::time::Duration;
 use domain::task::TaskStatus;
 use store::{Heard, NewTask, NewUser, Store, Submitted};
 
-store::store_tests!(released_task_goes_back_to_the_queue_without_counting_the_attempt, notify_reaches_listeners_on_postgres_only);
+store::store_tests!(
+    released_task_goes_back_to_the_queue_without_counting_the_attempt,
+    notify_reaches_listeners_on_postgres_only,
+    exclusive_work_runs_on_one_node_at_a_time,
+);
 
 async fn queued_task(store: &Store) -> (String, String) {
     let user = store
@@ -59,4 +63,32 @@ async fn notify_reaches_listeners_on_postgres_only(store: Store) {
     }
     let too_big = "x".repeat(store::MAX_NOTIFY_BYTES + 1);
     assert!(store.notify("atelier_test", &[too_big]).await.is_err());
+}
+
+async fn exclusive_work_runs_on_one_node_at_a_time(store: Store) {
+    let (entered, inside) = tokio::sync::oneshot::channel();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let first = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .exclusively("sweep", async {
+                    entered.send(()).unwrap();
+                    released.await.unwrap();
+                    Ok(1)
+                })
+                .await
+        })
+    };
+    inside.await.unwrap();
+    let second = store.exclusively("sweep", async { Ok(2) }).await.unwrap();
+    let other_name = store.exclusively("another", async { Ok(3) }).await.unwrap();
+    release.send(()).unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), Some(1));
+    match store.kind() {
+        store::BackendKind::Postgres => assert_eq!(second, None, "another node holds the sweep"),
+        store::BackendKind::Sqlite => assert_eq!(second, Some(2), "one process: nothing to exclude"),
+    }
+    assert_eq!(other_name, Some(3), "locks are per name");
+    assert_eq!(store.exclusively("sweep", async { Ok(4) }).await.unwrap(), Some(4), "free again once done");
 }

@@ -7,14 +7,17 @@ use tokio::sync::watch;
 use crate::TaskHub;
 
 /// One sweep: re-queue tasks whose worker died, drop expired sessions.
+/// One node sweeps at a time; the others skip this round.
 pub async fn sweep_once(store: &Store, hub: &TaskHub) -> Result<()> {
-    let requeued = store.requeue_expired().await?;
-    if requeued > 0 {
-        tracing::info!(requeued, "re-queued tasks with expired leases");
-        hub.wake_workers();
-    }
-    store.delete_expired_sessions(store::now_ms()).await?;
-    Ok(())
+    let sweep = async {
+        let requeued = store.requeue_expired().await?;
+        if requeued > 0 {
+            tracing::info!(requeued, "re-queued tasks with expired leases");
+            hub.wake_workers();
+        }
+        store.delete_expired_sessions(store::now_ms()).await
+    };
+    store.exclusively("sweep", sweep).await.map(|_| ())
 }
 
 pub async fn run_sweeper(store: Store, hub: TaskHub, every: Duration, mut shutdown: watch::Receiver<bool>) {
