@@ -55,8 +55,9 @@ async fn openai_sdk_generates_with_api_keys() {
     // Idempotency-Key made only one.
     let (_, tasks) = alice.json(reqwest::Method::GET, "/api/v1/tasks?limit=100", None).await;
     let items = tasks["items"].as_array().unwrap();
-    // b64, url, one idempotent task, two edit inputs, the edit, the variation.
-    assert_eq!(items.len(), 7, "{tasks}");
+    // b64, url, one idempotent task, two edit inputs, the edit, two
+    // streamed (a generation and an edit), the variation.
+    assert_eq!(items.len(), 9, "{tasks}");
     for id in out["tasks"].as_array().unwrap() {
         assert!(items.iter().any(|t| &t["id"] == id), "{id} is in the history");
     }

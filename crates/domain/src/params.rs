@@ -176,6 +176,9 @@ pub struct GenerateParams {
     pub seed: u64,
     #[serde(default)]
     pub output: Output,
+    /// Preview frames to stream per image before the final one (0–3).
+    #[serde(default)]
+    pub partial_images: u32,
 }
 
 /// An edit: the first source image is edited where the mask (or, without
@@ -193,6 +196,9 @@ pub struct EditParams {
     pub seed: u64,
     #[serde(default)]
     pub output: Output,
+    /// Preview frames to stream per image before the final one (0–3).
+    #[serde(default)]
+    pub partial_images: u32,
 }
 
 /// New images in the palette and composition family of a source image.

@@ -207,7 +207,7 @@ async fn queue(
 
 /// The size label used for pricing: the output size when it is one of the
 /// sizes on the price list, else one standard 1024x1024 image.
-fn price_label(w: u32, h: u32) -> String {
+pub(crate) fn price_label(w: u32, h: u32) -> String {
     if SIZES.contains(&(w, h)) {
         format!("{w}x{h}")
     } else {
@@ -292,17 +292,42 @@ pub async fn submit_variation(
     body: VariationBody,
     key: Option<String>,
 ) -> Result<Submitted, Error> {
-    let src = source(state, user, id).await?;
-    let n = validate_n(body.n.unwrap_or(1), &state.config.limits)?;
-    let size = body.size.as_deref().map(ImageSize::parse).transpose()?;
-    let (w, h) = size.map(|s| (s.width, s.height)).unwrap_or((src.width as u32, src.height as u32));
+    let order = VariationOrder {
+        source: id.to_string(),
+        size: body.size.as_deref().map(ImageSize::parse).transpose()?,
+        n: validate_n(body.n.unwrap_or(1), &state.config.limits)?,
+        seed: body.seed.unwrap_or_else(rand::random),
+        output: output_of(body.output_format.as_deref(), body.output_compression, None)?,
+    };
+    queue_variation(state, user, order, hash_of(TaskKind::Variation, id, &body), key).await
+}
+
+/// A variation whose values are already checked (by the native API's
+/// configured limits or by the Images API's own rules).
+pub struct VariationOrder {
+    pub source: String,
+    pub size: Option<ImageSize>,
+    pub n: u32,
+    pub seed: u64,
+    pub output: Output,
+}
+
+/// Queues a checked variation of one of `user`'s images.
+pub async fn queue_variation(
+    state: &AppState,
+    user: &User,
+    order: VariationOrder,
+    request_hash: String,
+    key: Option<String>,
+) -> Result<Submitted, Error> {
+    let src = source(state, user, &order.source).await?;
+    let (w, h) = order.size.map(|s| (s.width, s.height)).unwrap_or((src.width as u32, src.height as u32));
     if w.max(h) > ENGINE_MAX_SIDE {
         return Err(Error::invalid(format!("variations are limited to {ENGINE_MAX_SIDE} pixels on the long side; pick a size")));
     }
-    let output = output_of(body.output_format.as_deref(), body.output_compression, None)?;
-    let params = VariationParams { source: src.id.clone(), size, n, seed: body.seed.unwrap_or_else(rand::random), output };
-    let hash = hash_of(TaskKind::Variation, &src.id, &body);
-    queue(state, user, TaskKind::Variation, String::new(), to_json(&params)?, &price_label(w, h), n, hash, key).await
+    let VariationOrder { size, n, seed, output, .. } = order;
+    let params = VariationParams { source: src.id, size, n, seed, output };
+    queue(state, user, TaskKind::Variation, String::new(), to_json(&params)?, &price_label(w, h), n, request_hash, key).await
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -332,30 +357,65 @@ pub struct EditBody {
 }
 
 pub async fn submit_edit(state: &AppState, user: &User, id: &str, body: EditBody, key: Option<String>) -> Result<Submitted, Error> {
-    let src = source(state, user, id).await?;
-    let prompt = validate_prompt(&body.prompt, &state.config.limits)?;
-    let mut sources = vec![src.id.clone()];
-    if body.references.len() > 15 {
+    let order = EditOrder {
+        source: id.to_string(),
+        references: body.references.clone(),
+        mask: body.mask.clone(),
+        prompt: validate_prompt(&body.prompt, &state.config.limits)?,
+        size: body.size.as_deref().map(ImageSize::parse).transpose()?,
+        style: parse_style(body.style.as_deref().unwrap_or("none"))?,
+        n: validate_n(body.n.unwrap_or(1), &state.config.limits)?,
+        seed: body.seed.unwrap_or_else(rand::random),
+        output: output_of(body.output_format.as_deref(), body.output_compression, body.background.as_deref())?,
+        partial_images: 0,
+    };
+    queue_edit(state, user, order, hash_of(TaskKind::Edit, id, &body), key).await
+}
+
+/// An edit whose values are already checked (by the native API's
+/// configured limits or by the Images API's own rules); the images are
+/// looked up among `user`'s when it is queued.
+pub struct EditOrder {
+    pub source: String,
+    pub references: Vec<String>,
+    pub mask: Option<String>,
+    pub prompt: String,
+    pub size: Option<ImageSize>,
+    pub style: String,
+    pub n: u32,
+    pub seed: u64,
+    pub output: Output,
+    /// Preview frames to stream per image (Images API streaming).
+    pub partial_images: u32,
+}
+
+/// Queues a checked edit of `user`'s images.
+pub async fn queue_edit(
+    state: &AppState,
+    user: &User,
+    order: EditOrder,
+    request_hash: String,
+    key: Option<String>,
+) -> Result<Submitted, Error> {
+    let src = source(state, user, &order.source).await?;
+    if order.references.len() > 15 {
         return Err(Error::invalid("at most 15 reference images"));
     }
-    for r in &body.references {
+    let mut sources = vec![src.id.clone()];
+    for r in &order.references {
         sources.push(source(state, user, r).await?.id);
     }
-    let mask = match &body.mask {
+    let mask = match &order.mask {
         Some(m) => Some(source(state, user, m).await?.id),
         None => None,
     };
-    let size = body.size.as_deref().map(ImageSize::parse).transpose()?;
-    let (w, h) = size.map(|s| (s.width, s.height)).unwrap_or((src.width as u32, src.height as u32));
+    let (w, h) = order.size.map(|s| (s.width, s.height)).unwrap_or((src.width as u32, src.height as u32));
     if w.max(h) > ENGINE_MAX_SIDE {
         return Err(Error::invalid(format!("edits are limited to {ENGINE_MAX_SIDE} pixels on the long side; pick a size")));
     }
-    let style = parse_style(body.style.as_deref().unwrap_or("none"))?;
-    let n = validate_n(body.n.unwrap_or(1), &state.config.limits)?;
-    let output = output_of(body.output_format.as_deref(), body.output_compression, body.background.as_deref())?;
-    let params = EditParams { sources, mask, size, style, n, seed: body.seed.unwrap_or_else(rand::random), output };
-    let hash = hash_of(TaskKind::Edit, &src.id, &body);
-    queue(state, user, TaskKind::Edit, prompt, to_json(&params)?, &price_label(w, h), n, hash, key).await
+    let EditOrder { prompt, size, style, n, seed, output, partial_images, .. } = order;
+    let params = EditParams { sources, mask, size, style, n, seed, output, partial_images };
+    queue(state, user, TaskKind::Edit, prompt, to_json(&params)?, &price_label(w, h), n, request_hash, key).await
 }
 
 /// The largest side an edit or a variation may produce (what the engines

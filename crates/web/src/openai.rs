@@ -1,15 +1,21 @@
 //! The OpenAI-compatible Images API under `/v1`: `POST /v1/images/generations`,
-//! `GET /v1/models` and expiring signed download links (`GET /v1/files/{id}`).
-//! Authenticated by API keys; errors in OpenAI's shape
-//! `{"error":{"message","type","param","code"}}`. Every call is a task of the
-//! key's owner (history, gallery, billing, `Idempotency-Key`); the request
-//! waits for the worker to finish it.
+//! `/v1/images/edits`, `/v1/images/variations`, `GET /v1/models` and expiring
+//! signed download links (`GET /v1/files/{id}`). Authenticated by API keys;
+//! errors in OpenAI's shape `{"error":{"message","type","param","code"}}`.
+//! Every call is a task of the key's owner (history, gallery, billing,
+//! `Idempotency-Key`); the request waits for the worker to finish it, or with
+//! `stream: true` answers with server-sent events: the task's partial frames
+//! as they are made, then the finished images.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
@@ -21,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use store::{NewTask, Submitted, Task, User};
+use tokio::sync::broadcast;
+use worker::{PartialFrame, TaskSignal};
 
 use crate::api_keys::ApiKeyUser;
 use crate::AppState;
@@ -49,6 +57,12 @@ impl From<Error> for OpenAiError {
     }
 }
 
+/// Names `param` on the invalid-input errors of a step (other errors, such
+/// as a missing credit or a conflict, are not about one parameter).
+fn about(param: &'static str) -> impl Fn(Error) -> OpenAiError {
+    move |error| OpenAiError { param: (error.code == ErrorCode::InvalidInput).then_some(param), error }
+}
+
 fn bad(param: &'static str, message: impl Into<String>) -> OpenAiError {
     OpenAiError { error: Error::invalid(message), param: Some(param) }
 }
@@ -68,17 +82,24 @@ pub fn error_type(code: ErrorCode) -> &'static str {
     }
 }
 
-impl IntoResponse for OpenAiError {
-    fn into_response(self) -> Response {
+impl OpenAiError {
+    /// `{"error":{…}}`, the body of an error response and of a stream's
+    /// `error` event.
+    fn body(&self) -> serde_json::Value {
         let code = self.error.code;
-        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let message = if code == ErrorCode::Internal { "internal error".to_string() } else { self.error.message };
+        let message = if code == ErrorCode::Internal { "internal error" } else { self.error.message.as_str() };
         let api_code = match code {
             ErrorCode::Unauthenticated => "invalid_api_key",
             other => other.as_str(),
         };
-        let body = json!({ "error": { "message": message, "type": error_type(code), "param": self.param, "code": api_code } });
-        let mut response = (status, Json(body)).into_response();
+        json!({ "error": { "message": message, "type": error_type(code), "param": self.param, "code": api_code } })
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self.body())).into_response();
         if let Some(secs) = self.error.retry_after_secs {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -192,6 +213,8 @@ struct Plan {
     output: Output,
     url: bool,
     stream: bool,
+    /// Preview frames per image; only when streaming (nobody sees them otherwise).
+    partial_images: u32,
 }
 
 fn one_of(param: &'static str, value: Option<&str>, allowed: &[&str], default: &str) -> OaResult<String> {
@@ -251,6 +274,7 @@ fn plan(req: &GenerationRequest) -> OaResult<Plan> {
     if !(0..=3).contains(&partial) {
         return Err(bad("partial_images", "partial_images must be between 0 and 3."));
     }
+    let stream = req.stream.unwrap_or(false);
     Ok(Plan {
         model,
         prompt: prompt.to_string(),
@@ -259,7 +283,8 @@ fn plan(req: &GenerationRequest) -> OaResult<Plan> {
         quality,
         output,
         url: response_format == "url",
-        stream: req.stream.unwrap_or(false),
+        stream,
+        partial_images: if stream { partial as u32 } else { 0 },
     })
 }
 
@@ -272,29 +297,40 @@ fn idempotency_key(headers: &HeaderMap) -> OaResult<Option<String>> {
     Ok(Some(key.to_string()))
 }
 
+/// How long a request waits for its task before giving up (the task goes on
+/// and shows in the history).
+const WAIT_LIMIT: Duration = Duration::from_secs(600);
+
+fn too_long() -> Error {
+    Error::new(ErrorCode::Unavailable, "the image is taking too long; it will appear in your history")
+}
+
+/// The hub subscriptions of one request, taken before its task is queued so
+/// that no change and no partial frame of the task is missed.
+struct Listeners {
+    signals: broadcast::Receiver<TaskSignal>,
+    partials: broadcast::Receiver<Arc<PartialFrame>>,
+}
+
+impl Listeners {
+    fn new(state: &AppState) -> Listeners {
+        Listeners { signals: state.hub.subscribe(), partials: state.hub.subscribe_partials() }
+    }
+}
+
 /// Waits until the task is finished (the worker runs it), reading the store
 /// on every hub signal and at least once a second.
-async fn wait_for(state: &AppState, owner_id: &str, task_id: &str) -> Result<Task, Error> {
-    let mut signals = state.hub.subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+async fn wait_for(state: &AppState, owner_id: &str, task_id: &str, signals: &mut broadcast::Receiver<TaskSignal>) -> Result<Task, Error> {
+    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
     loop {
         let task = state.store.get_task(owner_id, task_id).await?;
         if task.status.is_terminal() {
             return Ok(task);
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(Error::new(ErrorCode::Unavailable, "the image is taking too long; it will appear in your history"));
+            return Err(too_long());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            loop {
-                match signals.recv().await {
-                    Ok(s) if s.task_id == task_id => return,
-                    Ok(_) => {}
-                    Err(_) => return,
-                }
-            }
-        })
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), crate::sse::next_signal_for(signals, task_id)).await;
     }
 }
 
@@ -331,25 +367,13 @@ fn sign(secret: &[u8], asset_id: &str, expires: i64) -> String {
     to_hex(ring::hmac::sign(&key, format!("{asset_id}.{expires}").as_bytes()).as_ref())
 }
 
-/// A link to `asset_id` valid for [`LINK_TTL_SECS`]. `base` is where the
-/// caller reached us (the link goes back only to that caller).
-pub async fn signed_url(state: &AppState, base: &str, asset_id: &str) -> Result<String, Error> {
+/// A link to `asset_id` valid for [`LINK_TTL_SECS`], on the configured
+/// public URL: never on the request's Host header, which a client (or
+/// anything between it and us) can set to send the link elsewhere.
+pub async fn signed_url(state: &AppState, asset_id: &str) -> Result<String, Error> {
     let expires = store::now_ms() / 1000 + LINK_TTL_SECS;
     let sig = sign(&link_secret(state).await?, asset_id, expires);
-    Ok(format!("{}/v1/files/{asset_id}?expires={expires}&sig={sig}", base.trim_end_matches('/')))
-}
-
-/// The origin the API caller used: the request's Host (with the configured
-/// scheme), falling back to the configured public URL.
-fn caller_base(state: &AppState, headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)));
-    match host {
-        Some(host) => format!("{}://{host}", if state.config.https { "https" } else { "http" }),
-        None => state.config.public_url.clone(),
-    }
+    Ok(format!("{}/v1/files/{asset_id}?expires={expires}&sig={sig}", state.config.public_url.trim_end_matches('/')))
 }
 
 #[derive(Debug, Deserialize)]
@@ -395,8 +419,15 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> OaResult<T> {
 }
 
 async fn submit(state: &AppState, user: &User, plan: &Plan, request_hash: String, key: Option<String>) -> OaResult<Submitted> {
-    let params = GenerateParams { size: plan.size, style: "none".into(), n: plan.n, seed: rand::random(), output: plan.output };
-    let cost = crate::billing::price_of(state, user, &plan.size.label(), plan.n).await?;
+    let params = GenerateParams {
+        size: plan.size,
+        style: "none".into(),
+        n: plan.n,
+        seed: rand::random(),
+        output: plan.output,
+        partial_images: plan.partial_images,
+    };
+    let cost = crate::billing::price_of(state, user, &crate::actions::price_label(plan.size.width, plan.size.height), plan.n).await?;
     let submitted = state
         .store
         .submit_task(NewTask {
@@ -422,62 +453,220 @@ async fn submit(state: &AppState, user: &User, plan: &Plan, request_hash: String
     Ok(submitted)
 }
 
-/// The response body for a finished task.
-async fn images_response(state: &AppState, base: &str, task: &Task, plan: &Plan) -> OaResult<serde_json::Value> {
-    let outputs = state.store.task_outputs(&task.owner_id, &task.id).await?;
-    let mut data = Vec::with_capacity(outputs.len());
-    for item in &outputs {
-        if plan.url {
-            data.push(json!({ "url": signed_url(state, base, &item.asset.id).await?, "revised_prompt": null }));
-        } else {
-            let bytes = state.blobs.get(&item.asset.storage_key).await?.ok_or_else(Error::not_found)?;
-            data.push(json!({ "b64_json": base64::engine::general_purpose::STANDARD.encode(&bytes) }));
+impl Plan {
+    /// The background the images have (`auto` resolved).
+    fn background(&self) -> &'static str {
+        match self.output.background {
+            Background::Transparent => "transparent",
+            _ => "opaque",
         }
     }
-    let background = match plan.output.background {
-        Background::Transparent => "transparent",
-        _ => "opaque",
-    };
-    let quality = if plan.quality == "auto" { "medium" } else { plan.quality.as_str() };
-    let input_tokens = (plan.prompt.chars().count() as i64 / 4).max(1);
-    let output_tokens = i64::from(plan.size.width) * i64::from(plan.size.height) / 1024 * i64::from(plan.n) / 4;
-    Ok(json!({
-        "created": task.created_at / 1000,
-        "data": data,
-        "background": background,
-        "output_format": plan.output.format.as_str(),
-        "quality": quality,
-        "size": plan.size.label(),
-        "usage": {
+
+    /// The quality the images were made at (`auto` resolved).
+    fn quality(&self) -> &str {
+        if self.quality == "auto" {
+            "medium"
+        } else {
+            self.quality.as_str()
+        }
+    }
+
+    /// Token usage in OpenAI's terms, estimated from the prompt and pixels.
+    fn usage(&self) -> serde_json::Value {
+        let input_tokens = (self.prompt.chars().count() as i64 / 4).max(1);
+        let output_tokens = i64::from(self.size.width) * i64::from(self.size.height) / 1024 * i64::from(self.n) / 4;
+        json!({
             "input_tokens": input_tokens,
             "input_tokens_details": { "text_tokens": input_tokens, "image_tokens": 0 },
             "output_tokens": output_tokens,
             "total_tokens": input_tokens + output_tokens,
-        },
+        })
+    }
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The response body for a finished task.
+async fn images_response(state: &AppState, task: &Task, plan: &Plan) -> OaResult<serde_json::Value> {
+    let outputs = state.store.task_outputs(&task.owner_id, &task.id).await?;
+    let mut data = Vec::with_capacity(outputs.len());
+    for item in &outputs {
+        if plan.url {
+            data.push(json!({ "url": signed_url(state, &item.asset.id).await?, "revised_prompt": null }));
+        } else {
+            let bytes = state.blobs.get(&item.asset.storage_key).await?.ok_or_else(Error::not_found)?;
+            data.push(json!({ "b64_json": base64_of(&bytes) }));
+        }
+    }
+    Ok(json!({
+        "created": task.created_at / 1000,
+        "data": data,
+        "background": plan.background(),
+        "output_format": plan.output.format.as_str(),
+        "quality": plan.quality(),
+        "size": plan.size.label(),
+        "usage": plan.usage(),
     }))
+}
+
+/// Which events a stream is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamKind {
+    Generation,
+    Edit,
+}
+
+impl StreamKind {
+    fn event(self, what: &str) -> String {
+        let prefix = match self {
+            StreamKind::Generation => "image_generation",
+            StreamKind::Edit => "image_edit",
+        };
+        format!("{prefix}.{what}")
+    }
+}
+
+/// A streamed answer: `<kind>.partial_image` events as the worker makes
+/// frames, then one `<kind>.completed` event per image; an `error` event
+/// (which the openai SDK raises as `APIError`) if the task fails.
+struct Stream {
+    state: AppState,
+    owner_id: String,
+    task_id: String,
+    kind: StreamKind,
+    plan: Plan,
+    listeners: Listeners,
+    deadline: tokio::time::Instant,
+    ready: VecDeque<Event>,
+    /// Read the task on the next turn (at the start, then on every signal
+    /// and every second).
+    check: bool,
+    done: bool,
+}
+
+/// What woke a stream up.
+enum Wake {
+    Frame(Arc<PartialFrame>),
+    Check,
+    Nothing,
+}
+
+fn sse_event(name: String, data: &serde_json::Value) -> Event {
+    Event::default().event(name).data(data.to_string())
+}
+
+impl Stream {
+    fn partial_event(&self, frame: &PartialFrame) -> Event {
+        let data = json!({
+            "type": self.kind.event("partial_image"),
+            "b64_json": frame.b64,
+            "partial_image_index": frame.partial_index,
+            "background": self.plan.background(),
+            "output_format": self.plan.output.format.as_str(),
+            "quality": self.plan.quality(),
+            "size": format!("{}x{}", frame.width, frame.height),
+            "created_at": store::now_ms() / 1000,
+        });
+        sse_event(self.kind.event("partial_image"), &data)
+    }
+
+    /// Ends the stream with an `error` event.
+    fn fail(&mut self, error: OpenAiError) {
+        self.ready.push_back(sse_event("error".into(), &error.body()));
+        self.done = true;
+    }
+
+    /// The `completed` events of a finished task.
+    async fn completed(&self, task: &Task) -> OaResult<Vec<Event>> {
+        finished(task)?;
+        let mut events = Vec::new();
+        for item in self.state.store.task_outputs(&task.owner_id, &task.id).await? {
+            let bytes = self.state.blobs.get(&item.asset.storage_key).await?.ok_or_else(Error::not_found)?;
+            let data = json!({
+                "type": self.kind.event("completed"),
+                "b64_json": base64_of(&bytes),
+                "background": self.plan.background(),
+                "output_format": self.plan.output.format.as_str(),
+                "quality": self.plan.quality(),
+                "size": format!("{}x{}", item.asset.width, item.asset.height),
+                "created_at": store::now_ms() / 1000,
+                "usage": self.plan.usage(),
+            });
+            events.push(sse_event(self.kind.event("completed"), &data));
+        }
+        Ok(events)
+    }
+
+    /// Reads the task; once it is finished, queues the frames still in
+    /// flight, then its images (or its error), and ends the stream.
+    async fn look(&mut self) {
+        let task = match self.state.store.get_task(&self.owner_id, &self.task_id).await {
+            Ok(task) if task.status.is_terminal() => task,
+            Ok(_) if tokio::time::Instant::now() <= self.deadline => return,
+            Ok(_) => return self.fail(too_long().into()),
+            Err(e) => return self.fail(e.into()),
+        };
+        loop {
+            match self.listeners.partials.try_recv() {
+                Ok(frame) if frame.task_id == self.task_id => {
+                    let event = self.partial_event(&frame);
+                    self.ready.push_back(event);
+                }
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+        match self.completed(&task).await {
+            Ok(events) => {
+                self.ready.extend(events);
+                self.done = true;
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            if self.done {
+                return None;
+            }
+            if std::mem::take(&mut self.check) {
+                self.look().await;
+                continue;
+            }
+            let task_id = self.task_id.as_str();
+            let wake = tokio::select! {
+                frame = self.listeners.partials.recv() => match frame {
+                    Ok(frame) if frame.task_id == task_id => Wake::Frame(frame),
+                    // A lagged listener lost frames; previews are best effort.
+                    _ => Wake::Nothing,
+                },
+                _ = crate::sse::next_signal_for(&mut self.listeners.signals, task_id) => Wake::Check,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => Wake::Check,
+            };
+            match wake {
+                Wake::Frame(frame) => return Some(self.partial_event(&frame)),
+                Wake::Check => self.check = true,
+                Wake::Nothing => {}
+            }
+        }
+    }
 }
 
 pub async fn generations(State(state): State<AppState>, key: ApiKeyUser, headers: HeaderMap, body: Bytes) -> OaResult<Response> {
     let request: GenerationRequest = parse_json(&body)?;
     tracing::debug!(key = %key.key.prefix, "images api generation");
     let plan = plan(&request)?;
-    if plan.stream {
-        return Err(bad("stream", "Streaming is not available on this server yet."));
-    }
     let idempotency = idempotency_key(&headers)?;
     let request_hash = to_hex(&Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()));
+    let listeners = Listeners::new(&state);
     let submitted = submit(&state, &key.user, &plan, request_hash, idempotency).await?;
-    let task = wait_for(&state, &key.user.id, &submitted.task().id).await?;
-    finished(&task)?;
-    let body = images_response(&state, &caller_base(&state, &headers), &task, &plan).await?;
-    let mut response = Json(body).into_response();
-    let h = response.headers_mut();
-    h.insert(ENGINE_HEADER, engine_header(&state));
-    h.insert("x-atelier-task", HeaderValue::from_str(&task.id).expect("ids are ASCII"));
-    if matches!(submitted, Submitted::Replayed(_)) {
-        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    answer(state, &key.user, submitted, plan, StreamKind::Generation, listeners).await
 }
 
 /// The fields of an `/v1/images/edits` or `/variations` multipart form.
@@ -522,6 +711,23 @@ async fn read_form(state: &AppState, request: axum::extract::Request) -> OaResul
 }
 
 impl ImageForm {
+    /// The whole form's fingerprint, image bytes included: a repeated
+    /// Idempotency-Key with other content is a conflict, not a replay.
+    fn fingerprint(&self, kind: TaskKind) -> String {
+        let mut h = Sha256::new();
+        h.update(kind.as_str());
+        for image in &self.images {
+            h.update(b"\0image");
+            h.update(Sha256::digest(image));
+        }
+        if let Some(mask) = &self.mask {
+            h.update(b"\0mask");
+            h.update(Sha256::digest(mask));
+        }
+        h.update(serde_json::to_vec(&self.fields).unwrap_or_default());
+        to_hex(&h.finalize())
+    }
+
     fn int(&self, name: &'static str) -> OaResult<Option<i64>> {
         self.fields.get(name).map(|v| v.trim().parse::<i64>().map_err(|_| bad(name, format!("'{name}' must be an integer.")))).transpose()
     }
@@ -540,7 +746,15 @@ impl ImageForm {
             output_compression: self.int("output_compression")?,
             moderation: None,
             response_format: text("response_format"),
-            stream: text("stream").map(|s| s == "true"),
+            stream: self
+                .fields
+                .get("stream")
+                .map(|v| match v.trim() {
+                    "true" => Ok(true),
+                    "false" => Ok(false),
+                    _ => Err(bad("stream", "'stream' must be true or false.")),
+                })
+                .transpose()?,
             partial_images: self.int("partial_images")?,
             input_fidelity: text("input_fidelity"),
             style: None,
@@ -549,29 +763,60 @@ impl ImageForm {
     }
 }
 
-async fn finish(state: &AppState, headers: &HeaderMap, user: &User, submitted: Submitted, mut plan: Plan) -> OaResult<Response> {
-    let task = wait_for(state, &user.id, &submitted.task().id).await?;
-    finished(&task)?;
-    if let Some(first) = state.store.task_outputs(&user.id, &task.id).await?.first() {
-        plan.size = ImageSize { width: first.asset.width as u32, height: first.asset.height as u32 };
-    }
-    let body = images_response(state, &caller_base(state, headers), &task, &plan).await?;
-    let mut response = Json(body).into_response();
+/// The answer to a submitted task: once it is done, its images in one JSON
+/// body, or with `stream` the events as they come.
+async fn answer(
+    state: AppState,
+    user: &User,
+    submitted: Submitted,
+    mut plan: Plan,
+    kind: StreamKind,
+    mut listeners: Listeners,
+) -> OaResult<Response> {
+    let task_id = submitted.task().id.clone();
+    let mut response = if plan.stream {
+        let stream = Stream {
+            state: state.clone(),
+            owner_id: user.id.clone(),
+            task_id: task_id.clone(),
+            kind,
+            plan,
+            listeners,
+            deadline: tokio::time::Instant::now() + WAIT_LIMIT,
+            ready: VecDeque::new(),
+            check: true,
+            done: false,
+        };
+        let events = futures_util::stream::unfold(stream, |mut s| async move { s.next().await.map(|e| (Ok::<_, Infallible>(e), s)) });
+        Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+    } else {
+        let task = wait_for(&state, &user.id, &task_id, &mut listeners.signals).await?;
+        finished(&task)?;
+        // Edits and variations without a size take their source's.
+        if let Some(first) = state.store.task_outputs(&user.id, &task.id).await?.first() {
+            plan.size = ImageSize { width: first.asset.width as u32, height: first.asset.height as u32 };
+        }
+        Json(images_response(&state, &task, &plan).await?).into_response()
+    };
     let h = response.headers_mut();
-    h.insert(ENGINE_HEADER, engine_header(state));
-    h.insert("x-atelier-task", HeaderValue::from_str(&task.id).expect("ids are ASCII"));
+    h.insert(ENGINE_HEADER, engine_header(&state));
+    h.insert("x-atelier-task", HeaderValue::from_str(&task_id).expect("ids are ASCII"));
     if matches!(submitted, Submitted::Replayed(_)) {
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
 
-fn explicit_size(size: Option<&str>) -> Option<String> {
-    size.filter(|s| *s != "auto").map(str::to_string)
+/// The size an edit or variation asked for; `auto` (or none) keeps the
+/// source image's.
+fn explicit_size(req: &GenerationRequest, plan: &Plan) -> Option<ImageSize> {
+    req.size.as_deref().filter(|s| *s != "auto").map(|_| plan.size)
 }
 
 /// `POST /v1/images/edits`: the first image is edited where the mask (or
-/// its own alpha) is transparent; further images are references.
+/// its own alpha) is transparent; further images are references. Checked
+/// by the Images API's rules (n up to 10, prompts up to 32000 characters,
+/// free gpt-image-2 sizes), not the web UI's configured limits.
 pub async fn edits(
     State(state): State<AppState>,
     key: ApiKeyUser,
@@ -582,9 +827,6 @@ pub async fn edits(
     let prompt = form.fields.get("prompt").cloned().unwrap_or_default();
     let req = form.request(prompt)?;
     let plan = plan(&req)?;
-    if plan.stream {
-        return Err(bad("stream", "Streaming is not available on this server yet."));
-    }
     let idempotency = idempotency_key(&headers)?;
     let mut ids = Vec::with_capacity(form.images.len());
     for image in &form.images {
@@ -601,23 +843,26 @@ pub async fn edits(
         ),
         None => None,
     };
-    let body = crate::actions::EditBody {
-        prompt: plan.prompt.clone(),
-        mask,
+    let order = crate::actions::EditOrder {
+        source: ids[0].clone(),
         references: ids[1..].to_vec(),
-        size: explicit_size(req.size.as_deref()),
-        style: None,
-        n: Some(plan.n),
-        seed: None,
-        output_format: Some(plan.output.format.as_str().into()),
-        output_compression: req.output_compression.map(|c| c as u32),
-        background: req.background.clone(),
+        mask,
+        prompt: plan.prompt.clone(),
+        size: explicit_size(&req, &plan),
+        style: "none".into(),
+        n: plan.n,
+        seed: rand::random(),
+        output: plan.output,
+        partial_images: plan.partial_images,
     };
-    let submitted = crate::actions::submit_edit(&state, &key.user, &ids[0], body, idempotency).await?;
-    finish(&state, &headers, &key.user, submitted, plan).await
+    let listeners = Listeners::new(&state);
+    let submitted =
+        crate::actions::queue_edit(&state, &key.user, order, form.fingerprint(TaskKind::Edit), idempotency).await.map_err(about("size"))?;
+    answer(state, &key.user, submitted, plan, StreamKind::Edit, listeners).await
 }
 
-/// `POST /v1/images/variations`: variations of one image.
+/// `POST /v1/images/variations`: variations of one image (no streaming, as
+/// with OpenAI).
 pub async fn variations(
     State(state): State<AppState>,
     key: ApiKeyUser,
@@ -627,20 +872,26 @@ pub async fn variations(
     let form = read_form(&state, request).await?;
     let req = form.request("variation".into())?;
     let plan = plan(&req)?;
+    if plan.stream {
+        return Err(bad("stream", "Variations cannot be streamed."));
+    }
     let idempotency = idempotency_key(&headers)?;
     let id = crate::actions::store_upload(&state, &key.user, form.images[0].clone())
         .await
         .map_err(|e| OpenAiError { error: e, param: Some("image") })?
         .id;
-    let body = crate::actions::VariationBody {
-        n: Some(plan.n),
-        seed: None,
-        size: explicit_size(req.size.as_deref()),
-        output_format: Some(plan.output.format.as_str().into()),
-        output_compression: req.output_compression.map(|c| c as u32),
+    let order = crate::actions::VariationOrder {
+        source: id,
+        size: explicit_size(&req, &plan),
+        n: plan.n,
+        seed: rand::random(),
+        output: plan.output,
     };
-    let submitted = crate::actions::submit_variation(&state, &key.user, &id, body, idempotency).await?;
-    finish(&state, &headers, &key.user, submitted, plan).await
+    let listeners = Listeners::new(&state);
+    let submitted = crate::actions::queue_variation(&state, &key.user, order, form.fingerprint(TaskKind::Variation), idempotency)
+        .await
+        .map_err(about("size"))?;
+    answer(state, &key.user, submitted, plan, StreamKind::Generation, listeners).await
 }
 
 /// `GET /openapi.json`: the OpenAI-compatible surface and API keys,
@@ -648,9 +899,16 @@ pub async fn variations(
 pub async fn openapi() -> Json<serde_json::Value> {
     let error = json!({ "$ref": "#/components/schemas/Error" });
     let images = json!({ "$ref": "#/components/schemas/ImagesResponse" });
-    let errors = |extra: &[(&str, &str)]| {
+    let events = json!({ "type": "string", "description": "With stream: `image_generation.partial_image` (`image_edit.partial_image` for edits) events \
+        carrying partial_image_index, b64_json, background, output_format, quality, size and created_at, then one `image_generation.completed` \
+        (`image_edit.completed`) event per image, which adds usage; an `error` event {error:{…}} if the task fails" });
+    let errors = |streams: bool, extra: &[(&str, &str)]| {
         let mut m = serde_json::Map::new();
-        m.insert("200".into(), json!({ "description": "The finished images", "content": { "application/json": { "schema": images } } }));
+        let mut content = json!({ "application/json": { "schema": images } });
+        if streams {
+            content["text/event-stream"] = json!({ "schema": events });
+        }
+        m.insert("200".into(), json!({ "description": "The finished images", "content": content }));
         for (code, what) in
             [("400", "Invalid parameter (see error.param)"), ("401", "Missing, unknown or revoked API key"), ("402", "Not enough credits")]
                 .iter()
@@ -672,6 +930,8 @@ pub async fn openapi() -> Json<serde_json::Value> {
         "moderation": { "type": "string", "enum": ["auto", "low"] },
         "response_format": { "type": "string", "enum": ["b64_json", "url"], "description": "url: an expiring signed link" },
         "input_fidelity": { "type": "string", "enum": ["low", "high"] },
+        "stream": { "type": "boolean", "default": false, "description": "Answer with server-sent events (generations and edits)" },
+        "partial_images": { "type": "integer", "minimum": 0, "maximum": 3, "default": 0, "description": "Preview frames per image while streaming" },
         "user": { "type": "string" }
     });
     let idempotency = json!({ "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "maxLength": 255 },
@@ -706,17 +966,17 @@ pub async fn openapi() -> Json<serde_json::Value> {
                 "summary": "Generate images (a task; answered when it is done)",
                 "parameters": [idempotency],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["prompt"], "properties": image_fields } } } },
-                "responses": errors(&[("409", "Idempotency-Key reused with a different body")]) } },
+                "responses": errors(true, &[("409", "Idempotency-Key reused with a different body")]) } },
             "/v1/images/edits": { "post": {
                 "summary": "Edit images",
                 "parameters": [idempotency],
                 "requestBody": { "required": true, "content": { "multipart/form-data": { "schema": { "type": "object", "required": ["prompt"], "properties": multipart_fields } } } },
-                "responses": errors(&[("413", "An image over the size limits")]) } },
+                "responses": errors(true, &[("413", "An image over the size limits")]) } },
             "/v1/images/variations": { "post": {
                 "summary": "Variations of an image",
                 "parameters": [idempotency],
                 "requestBody": { "required": true, "content": { "multipart/form-data": { "schema": { "type": "object", "required": ["image"], "properties": multipart_fields } } } },
-                "responses": errors(&[("413", "An image over the size limits")]) } },
+                "responses": errors(false, &[("413", "An image over the size limits")]) } },
             "/v1/models": { "get": { "summary": "The image models this deployment routes",
                 "responses": { "200": { "description": "A list of models" }, "401": { "description": "Bad key", "content": { "application/json": { "schema": error } } } } } },
             "/v1/files/{id}": { "get": { "summary": "Download through an expiring signed link", "security": [],

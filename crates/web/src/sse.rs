@@ -28,7 +28,7 @@ struct Watch {
 
 /// Waits for a signal about this task. Signals are hints (the database is the
 /// truth), so a lagged receiver simply re-reads.
-async fn next_signal_for(signals: &mut broadcast::Receiver<TaskSignal>, task_id: &str) {
+pub(crate) async fn next_signal_for(signals: &mut broadcast::Receiver<TaskSignal>, task_id: &str) {
     loop {
         match signals.recv().await {
             Ok(signal) if signal.task_id == task_id => return,
