@@ -28,13 +28,13 @@ fn notice_box(text: &str) -> String {
 }
 
 /// A card with a title, a paragraph and optional extra HTML.
-fn message(ctx: &Ctx, status: StatusCode, title_key: &str, text_key: &str, extra: &str) -> Response {
+pub(crate) fn message(ctx: &Ctx, status: StatusCode, title_key: &str, text_key: &str, extra: &str) -> Response {
     let body = format!(r#"<section class="card narrow"><h1>{}</h1><p>{}</p>{extra}</section>"#, t(ctx, title_key), t(ctx, text_key));
     page(ctx, status, &ctx.lang.t(title_key), &body)
 }
 
 /// A failed link or step: the translated error and a way back.
-fn error_page(ctx: &Ctx, error: &Error, back: &str) -> Response {
+pub(crate) fn error_page(ctx: &Ctx, error: &Error, back: &str) -> Response {
     let body = format!(
         r#"<section class="card narrow"><h1>{}</h1>{}<p><a href="{}">{}</a></p></section>"#,
         t(ctx, "auth.problem_title"),
@@ -57,7 +57,7 @@ fn secure(state: &AppState) -> bool {
     state.config.https
 }
 
-fn clear_cookie(state: &AppState, response: &mut Response, name: &str) {
+pub(crate) fn clear_cookie(state: &AppState, response: &mut Response, name: &str) {
     response.headers_mut().append(header::SET_COOKIE, set_cookie(name, "", 0, true, secure(state)));
 }
 

@@ -10,12 +10,15 @@ pub mod auth;
 mod auth_pages;
 mod billing;
 mod context;
+mod deletion;
 mod error;
 pub mod i18n;
 mod openai;
 mod pages;
+mod retention;
 mod security;
 mod sse;
+mod support;
 mod webhooks;
 
 use std::sync::Arc;
@@ -89,7 +92,11 @@ impl Default for WebConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// Objects, sealed with their owner's data key on the way in.
     pub blobs: Arc<dyn BlobStore>,
+    /// The same objects as stored (ciphertext): what a purge lists and
+    /// deletes, and where tombstones live.
+    pub objects: Arc<dyn BlobStore>,
     pub hub: TaskHub,
     pub config: Arc<WebConfig>,
 }
@@ -145,6 +152,14 @@ pub fn router(state: AppState) -> Router {
         .route("/gallery", get(pages::gallery))
         .route("/images/{id}", get(pages::image_page))
         .route("/images/{id}/delete", post(pages::delete_image_form))
+        .route("/images/{id}/save", post(retention::save_form))
+        .route("/account/delete", get(deletion::delete_form).post(deletion::delete_account))
+        .route("/account/delete/cancel", get(deletion::cancel_page).post(deletion::cancel))
+        .route("/support", get(support::support_page).post(support::create_ticket))
+        .route("/report-child", get(support::report_form).post(support::report_child))
+        .route("/admin/child-reports", get(support::admin_reports))
+        .route("/admin/child-reports/{id}/confirm", post(support::confirm_report))
+        .route("/admin/child-reports/{id}/dismiss", post(support::dismiss_report))
         .route("/images/{id}/upscale", post(actions::upscale_form))
         .route("/images/{id}/restyle", post(actions::restyle_form))
         .route("/api/v1/uploads", post(actions::upload).layer(DefaultBodyLimit::max(upload_body_limit)))

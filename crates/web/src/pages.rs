@@ -376,7 +376,7 @@ pub async fn image_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<
 <div class="meta"><h1>{title}</h1><blockquote class="prompt">{prompt}</blockquote>{params}
 <dl class="params"><dt>{dims_t}</dt><dd>{w} × {h}</dd><dt>{created_t}</dt><dd>{created} UTC</dd></dl>
 <p class="actions"><a class="button" href="/api/v1/assets/{id}?download=1" download>{download}</a></p>
-{actions}
+{retention}{actions}
 <form method="post" action="/images/{id}/delete" data-confirm="{confirm}"><input type="hidden" name="_csrf" value="{csrf}"><button class="danger">{delete}</button></form>
 <h2>{timeline_t}</h2>{timeline}</div></section>"#,
         id = asset.id,
@@ -390,6 +390,7 @@ pub async fn image_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<
         created_t = t("image.created"),
         created = esc(&format_utc(asset.created_at)),
         download = t("image.download"),
+        retention = crate::retention::save_toggle_html(&ctx, &asset),
         actions = crate::actions::image_actions_html(&ctx, &asset),
         confirm = t("image.delete_confirm"),
         csrf = esc(&ctx.csrf),
