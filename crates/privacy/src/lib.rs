@@ -1,6 +1,14 @@
-//! The privacy promises that act on whole accounts. For now: the purge
-//! (C29) with its tombstone, and the tombstone replay that keeps a restored
-//! backup from bringing a purged account back (C32).
+//! The privacy promises that act on whole accounts: the purge (C29) with its
+//! tombstone, the tombstone replay that keeps a restored backup from bringing
+//! a purged account back (C32), and the retention sweeps.
+
+pub mod analytics;
+mod config;
+pub mod export;
+pub mod sweep;
+mod zip;
+
+pub use config::{PrivacyConfig, MAX_DELETION_GRACE_DAYS};
 
 use std::collections::HashSet;
 
