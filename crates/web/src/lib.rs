@@ -9,13 +9,20 @@ mod api_keys;
 pub mod auth;
 mod auth_pages;
 mod billing;
+mod consent;
 mod context;
 mod deletion;
 mod error;
 pub mod i18n;
+mod legal;
+mod moderation;
 mod openai;
 mod pages;
+mod privacy_settings;
 mod retention;
+mod privacy_center;
+mod ratelimit;
+mod rights_admin;
 mod security;
 mod sse;
 mod support;
@@ -34,6 +41,9 @@ use worker::TaskHub;
 pub use auth::clock::Clock;
 pub use auth::providers::Provider;
 pub use auth::{hash_password, AuthConfig, PASSWORD_PARAMS};
+pub use context::Cidr;
+pub use moderation::{built_in_rules, parse_rules, ExternalModeration, ModerationConfig};
+pub use ratelimit::{Limit, RateLimits};
 pub use error::ApiError;
 
 #[derive(Debug, Clone)]
@@ -65,6 +75,20 @@ pub struct WebConfig {
     pub decode_limits: imaging::DecodeLimits,
     /// Long side of upload thumbnails.
     pub thumbnail_side: u32,
+    /// Content rules and the external moderation endpoint (C40).
+    pub moderation: ModerationConfig,
+    /// Token buckets per IP, account and API key (C18).
+    pub rate_limits: RateLimits,
+    /// Peers whose `X-Forwarded-For` / `CF-Connecting-IP` name the client.
+    pub trusted_proxies: Vec<Cidr>,
+    /// The first account to sign up on an empty instance becomes an admin.
+    pub first_sign_up_is_admin: bool,
+    /// Retention windows, grace periods and policy contacts.
+    pub privacy: ::privacy::PrivacyConfig,
+    /// Days an unsaved output is kept, as the policy states it.
+    pub unsaved_retention_days: u32,
+    /// The SMTP relay mail goes through (empty: none), named in the policy.
+    pub smtp_host: String,
 }
 
 impl Default for WebConfig {
@@ -85,6 +109,13 @@ impl Default for WebConfig {
             billing: ::billing::BillingConfig::default(),
             decode_limits: imaging::DecodeLimits::default(),
             thumbnail_side: 384,
+            moderation: ModerationConfig::default(),
+            rate_limits: RateLimits::default(),
+            trusted_proxies: Vec::new(),
+            first_sign_up_is_admin: false,
+            privacy: ::privacy::PrivacyConfig::default(),
+            unsaved_retention_days: 30,
+            smtp_host: String::new(),
         }
     }
 }
@@ -116,6 +147,25 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/assets/{id}", get(api::download_asset).delete(api::delete_asset))
         .route("/api/v1/account", get(api::get_account).patch(api::update_account))
         .route("/api/v1/admin/audit", get(admin::audit_log))
+        .route("/api/v1/admin/users", get(admin::api_users))
+        .route("/api/v1/admin/users/{id}", get(admin::api_user))
+        .route("/api/v1/admin/users/{id}/role", post(admin::api_set_role))
+        .route("/api/v1/admin/users/{id}/{action}", post(admin::api_user_action))
+        .route("/api/v1/admin/stats", get(admin::api_stats))
+        .route("/api/v1/admin/reports", get(admin::api_reports))
+        .route("/api/v1/admin/reports/{id}/image", get(admin::api_report_image))
+        .route("/api/v1/admin/reports/{id}/actions", post(admin::api_report_action))
+        .route("/api/v1/admin/moderation/events", get(admin::api_moderation_events))
+        .route("/api/v1/admin/moderation/events/{id}/reviewed", post(admin::api_event_reviewed))
+        .route("/api/v1/reports", post(admin::create_report))
+        .route("/admin", get(admin::dashboard))
+        .route("/admin/users", get(admin::users_page))
+        .route("/admin/users/{id}", get(admin::user_page))
+        .route("/admin/users/{id}/action", post(admin::user_action_form))
+        .route("/admin/moderation", get(admin::moderation_page))
+        .route("/admin/reports/{id}/image", get(admin::report_image_page))
+        .route("/admin/reports/{id}/action", post(admin::report_action_form))
+        .route("/admin/moderation/events/{id}/reviewed", post(admin::event_reviewed_form))
         .route("/", get(pages::home))
         .route("/api/v1/account/sessions", get(account_security::list_sessions))
         .route("/api/v1/account/sessions/{id}", axum::routing::delete(account_security::delete_session))
@@ -192,9 +242,33 @@ pub fn router(state: AppState) -> Router {
         .route("/account/api-keys/{id}/revoke", post(api_keys::revoke_form))
         .route("/api/v1/api-keys", get(api_keys::api_list).post(api_keys::api_create))
         .route("/api/v1/api-keys/{id}", axum::routing::delete(api_keys::api_revoke))
+        .route("/account/privacy", get(privacy_center::hub))
+        .route("/account/privacy/export", post(privacy_center::export_form))
+        .route("/account/privacy/exports/{id}/download", get(privacy_center::download_export))
+        .route("/account/privacy/requests", post(privacy_center::request_form))
+        .route("/api/v1/privacy/exports", get(privacy_center::api_exports).post(privacy_center::api_request_export))
+        .route("/api/v1/privacy/requests", get(privacy_center::api_requests).post(privacy_center::api_file_request))
+        .route("/admin/requests", get(rights_admin::admin_page).post(rights_admin::log_form))
+        .route("/admin/requests/{id}/status", post(rights_admin::status_form))
+        .route("/api/v1/admin/requests", get(rights_admin::api_list).post(rights_admin::api_log))
+        .route("/api/v1/admin/requests/{id}/status", post(rights_admin::api_status))
+        .route("/.well-known/gpc.json", get(consent::gpc_json))
+        .route("/consent", get(consent::settings_page).post(consent::choose))
+        .route("/legal/privacy", get(legal::privacy_policy))
+        .route("/legal/cookies", get(legal::cookie_policy))
+        .route("/legal/accept", post(legal::accept))
+        .route("/admin/policy", get(legal::admin_page).post(legal::publish))
+        .route("/admin/marketing", get(privacy_settings::marketing_admin_page).post(privacy_settings::marketing_admin_send))
+        .route("/account/privacy/settings", get(privacy_settings::settings_page))
+        .route("/account/privacy/restriction", post(privacy_settings::set_restriction))
+        .route("/account/privacy/marketing", post(privacy_settings::set_marketing))
+        .route("/unsubscribe", get(privacy_settings::unsubscribe_page).post(privacy_settings::unsubscribe))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        // Inside `attach`: limits read the client IP and account it resolved.
+        .layer(axum::middleware::from_fn_with_state((state.clone(), Arc::new(ratelimit::Limiter::default())), ratelimit::limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), consent::track))
         .layer(axum::middleware::from_fn_with_state(state.clone(), context::attach))
         .layer(axum::middleware::from_fn_with_state(state.clone(), security::headers))
         .with_state(state)

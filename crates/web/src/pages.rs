@@ -66,10 +66,10 @@ fn layout(ctx: &Ctx, title: &str, body: &str) -> String {
 <body>
 <a class="skip" href="#main">{skip}</a>
 <header class="top"><a class="brand" href="/">Atelier</a><nav>{nav}</nav></header>
-<main id="main">
+{banners}<main id="main">
 {body}
 </main>
-<footer><span>{footer}</span></footer>
+<footer><span>{footer}</span>{legal}</footer>
 </body>
 </html>"##,
         lang = ctx.lang.code,
@@ -77,6 +77,8 @@ fn layout(ctx: &Ctx, title: &str, body: &str) -> String {
         title = esc(title),
         skip = t("nav.skip"),
         footer = t("footer.tagline"),
+        banners = crate::consent::banners(ctx),
+        legal = crate::consent::footer(ctx),
     )
 }
 
@@ -446,7 +448,7 @@ fn account_body(ctx: &Ctx, user: &User, notice: Option<&str>, error: Option<&Err
 <label>{email_l}<input type="email" value="{email}" readonly><small><a href="/account/email">{email_change}</a></small></label>
 <label>{lang_l}<select name="locale">{lang_options}</select></label>
 <button>{save}</button>
-</form>{extras}</section>"#,
+</form>{extras}<p><a class="button secondary" href="/account/privacy">{privacy}</a></p></section>"#,
         title = t("account.title"),
         notice = notice.map(|n| format!(r#"<p class="notice" role="status">{}</p>"#, esc(n))).unwrap_or_default(),
         error = error.map(|e| error_box(ctx.lang, e)).unwrap_or_default(),
@@ -459,6 +461,7 @@ fn account_body(ctx: &Ctx, user: &User, notice: Option<&str>, error: Option<&Err
         save = t("account.save"),
         email_change = t("profile.email_change"),
         extras = crate::account_security::profile_extras(ctx, user),
+        privacy = t("privacy_center.title"),
     )
 }
 
