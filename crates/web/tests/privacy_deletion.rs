@@ -136,8 +136,12 @@ async fn c29_c31_c33_deletion_with_grace_cancel_and_purge_leaves_nothing_of_the_
         assert_eq!(with_key(&app, &key).await, StatusCode::OK);
         assert_eq!(store.list_gallery(&id, None, 100).await.unwrap().items.len(), 50, "nothing lost");
         assert_eq!(store.tickets_of_user(&id).await.unwrap()[0].body, "my private words");
-        let sweep =
-            privacy::sweep::run_sweeps(&store, app.state.objects.as_ref(), &app.state.config.privacy, store::now_ms() + 30 * 86_400_000);
+        let sweep = privacy::sweep::run_sweeps(
+            &store,
+            app.state.objects.as_ref(),
+            &app.state.config.privacy,
+            store::now_ms() + app.state.config.privacy.deletion_grace_ms() + 86_400_000,
+        );
         assert_eq!(sweep.await.unwrap().accounts_purged, 0, "a canceled deletion is never purged");
 
         // Request again, and let the grace period pass.
