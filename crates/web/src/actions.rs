@@ -80,6 +80,7 @@ pub async fn store_upload(state: &AppState, user: &User, bytes: Bytes) -> Result
     })
     .await
     .map_err(|e| Error::internal(format!("upload processing failed: {e}")))??;
+    crate::moderation::screen_upload(state, user, &clean.encoded.bytes, clean.encoded.content_type).await?;
     let id = new_id();
     let mut stored: Vec<NewAsset> = Vec::new();
     for (encoded, kind, asset_id, parent) in [(clean.encoded, "upload", id.clone(), None), (thumb, "thumbnail", new_id(), Some(id.clone()))]
@@ -178,6 +179,9 @@ async fn queue(
         if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
             return Err(Error::invalid("Idempotency-Key must be 1 to 255 visible ASCII characters"));
         }
+    }
+    if !prompt.is_empty() {
+        crate::moderation::screen_prompt(state, user, &prompt).await?;
     }
     let cost = crate::billing::price_of(state, user, price_size, n).await?;
     let submitted = state

@@ -105,6 +105,7 @@ pub async fn submit(state: &AppState, user: &User, request: SubmitTask, idempote
     let request_hash = to_hex(&Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()));
     let seed = request.seed.unwrap_or_else(rand::random);
     let params = GenerateParams { size, style, n, seed, output: Default::default(), partial_images: 0 };
+    crate::moderation::screen_prompt(state, user, &prompt).await?;
     // The price, held from the balance inside the submit transaction.
     let cost = crate::billing::price_of(state, user, &size.label(), n).await?;
     let submitted = state

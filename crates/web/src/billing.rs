@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 use store::{Balance, LedgerEntry, NewMail, Page, User};
 
-use crate::admin::require_admin;
+use crate::admin::{staff, AdminUser};
 use crate::api::{checked_id, JsonBody, PageQuery, QueryParams};
 use crate::context::{ApiUser, Ctx};
 use crate::error::ApiResult;
@@ -517,17 +517,15 @@ pub struct AdjustBody {
 pub async fn api_admin_adjust(
     State(state): State<AppState>,
     ctx: Ctx,
-    api: ApiUser,
+    api: AdminUser,
     Path(account): Path<String>,
     JsonBody(body): JsonBody<AdjustBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    require_admin(&api.user)?;
     let (target, balance) = adjust(&state, &api.user, ctx.ip, checked_id(&account)?, body.amount, &body.reason).await?;
     Ok(Json(json!({ "account": target.id, "balance": balance_json(&balance) })))
 }
 
-pub async fn api_admin_debts(State(state): State<AppState>, api: ApiUser) -> ApiResult<Json<serde_json::Value>> {
-    require_admin(&api.user)?;
+pub async fn api_admin_debts(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<serde_json::Value>> {
     let debts = state.store.accounts_in_debt(200).await?;
     Ok(Json(json!({ "items": debts.iter().map(|b| json!({"account": b.user_id, "debt": b.debt})).collect::<Vec<_>>() })))
 }
@@ -571,12 +569,8 @@ async fn admin_body(state: &AppState, ctx: &Ctx, notice: Option<String>, error: 
 }
 
 pub async fn admin_page(State(state): State<AppState>, ctx: Ctx) -> ApiResult<Response> {
-    let user = match signed_in(&ctx) {
-        Ok(user) => user,
-        Err(redirect) => return Ok(redirect),
-    };
-    if require_admin(user).is_err() {
-        return Ok(crate::pages::not_found_page().await);
+    if let Err(not_found) = staff(&ctx, true).await {
+        return Ok(not_found);
     }
     let body = admin_body(&state, &ctx, None, None).await?;
     Ok(page(&ctx, StatusCode::OK, &ctx.lang.t("admin_credits.title"), &body))
@@ -595,13 +589,10 @@ pub struct AdjustForm {
 }
 
 pub async fn admin_adjust_form(State(state): State<AppState>, ctx: Ctx, FormBody(form): FormBody<AdjustForm>) -> ApiResult<Response> {
-    let user = match signed_in(&ctx) {
+    let user = match staff(&ctx, true).await {
         Ok(user) => user,
-        Err(redirect) => return Ok(redirect),
+        Err(not_found) => return Ok(not_found),
     };
-    if require_admin(user).is_err() {
-        return Ok(crate::pages::not_found_page().await);
-    }
     let attempt = async {
         check_csrf(&ctx, &form._csrf)?;
         let amount: i64 = form.amount.trim().parse().map_err(|_| Error::invalid("the amount must be a whole number"))?;

@@ -90,6 +90,7 @@ impl OpenAiError {
         let message = if code == ErrorCode::Internal { "internal error" } else { self.error.message.as_str() };
         let api_code = match code {
             ErrorCode::Unauthenticated => "invalid_api_key",
+            ErrorCode::ContentPolicyViolation => "moderation_blocked",
             other => other.as_str(),
         };
         json!({ "error": { "message": message, "type": error_type(code), "param": self.param, "code": api_code } })
@@ -427,6 +428,7 @@ async fn submit(state: &AppState, user: &User, plan: &Plan, request_hash: String
         output: plan.output,
         partial_images: plan.partial_images,
     };
+    crate::moderation::screen_prompt(state, user, &plan.prompt).await?;
     let cost = crate::billing::price_of(state, user, &crate::actions::price_label(plan.size.width, plan.size.height), plan.n).await?;
     let submitted = state
         .store

@@ -273,6 +273,7 @@ async fn sign_up_mail(state: &AppState, new: NewUser) -> Result<()> {
             Ok(user) => {
                 tracing::info!(user = %user.id, "account created");
                 audit(state, Some(&user.id), "account_created", Some(&user.id), None, Some("password")).await;
+                crate::admin::after_sign_up(state, &user).await?;
                 return send_verification(state, &user).await;
             }
             // Taken between the lookup and the insert: treat as taken.

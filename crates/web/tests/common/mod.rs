@@ -38,7 +38,7 @@ impl App {
         let hub = TaskHub::default();
         let worker_config = WorkerConfig { thumbnail_side: 128, ..WorkerConfig::default() };
         let worker = Arc::new(Worker::new(db.store.clone(), blobs.clone(), Arc::new(ProceduralEngine), hub.clone(), worker_config));
-        let state = AppState { store: db.store.clone(), blobs, hub, config: Arc::new(config) };
+        let state = AppState { store: db.store.clone(), blobs, objects: Arc::new(objects.clone()), hub, config: Arc::new(config) };
         App { router: web::router(state.clone()), state, worker, objects, _db: db, _dir: dir }
     }
 
