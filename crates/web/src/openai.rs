@@ -126,8 +126,8 @@ pub async fn list_models(State(state): State<AppState>, key: ApiKeyUser) -> OaRe
     let mut listed: Vec<(&str, String)> = Vec::new();
     for (model, providers) in routes {
         if model == "*" {
-            let named = |id: &&str| !routes.iter().any(|(m, _)| m == id);
-            listed.extend(MODELS.iter().filter(named).map(|id| (*id, providers.join(","))));
+            let unrouted = MODELS.iter().copied().filter(|id| !routes.iter().any(|(m, _)| m.as_str() == *id));
+            listed.extend(unrouted.map(|id| (id, providers.join(","))));
         } else {
             listed.push((model, providers.join(",")));
         }
