@@ -96,7 +96,16 @@ pub async fn attach(State(state): State<AppState>, mut request: Request, next: N
         None => i18n.negotiate(&accept_language),
     };
     let session_token = session_token.filter(|_| user.is_some());
-    request.extensions_mut().insert(Ctx { user, session, session_token, csrf: csrf.clone(), lang, ip, user_agent, privacy: Default::default() });
+    request.extensions_mut().insert(Ctx {
+        user,
+        session,
+        session_token,
+        csrf: csrf.clone(),
+        lang,
+        ip,
+        user_agent,
+        privacy: Default::default(),
+    });
 
     let mut response = next.run(request).await;
     let csrf_prefix = format!("{CSRF_COOKIE}=");
