@@ -350,7 +350,16 @@ pub async fn apply_account_update(state: &AppState, user: &User, update: Account
             Some(lang.code.to_string())
         }
     };
-    state.store.update_profile(&user.id, &name, locale.as_deref()).await
+    let updated = state.store.update_profile(&user.id, &name, locale.as_deref()).await?;
+    // Rectification (C36) is audited: which fields changed, never their values.
+    let changed: Vec<&str> = [("name", user.name != updated.name), ("locale", user.locale != updated.locale)]
+        .into_iter()
+        .filter_map(|(field, changed)| changed.then_some(field))
+        .collect();
+    if !changed.is_empty() {
+        crate::auth::audit(state, Some(&user.id), "profile_updated", Some(&user.id), None, Some(&changed.join(","))).await;
+    }
+    Ok(updated)
 }
 
 pub async fn update_account(
