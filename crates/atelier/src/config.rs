@@ -236,7 +236,8 @@ impl Default for RateLimitsConfig {
 
 impl RateLimitsConfig {
     pub fn web(&self) -> web::RateLimits {
-        let limit = |per_ip, per_account, per_key, window_secs: u32| web::Limit { per_ip, per_account, per_key, window_secs: window_secs.max(1) };
+        let limit =
+            |per_ip, per_account, per_key, window_secs: u32| web::Limit { per_ip, per_account, per_key, window_secs: window_secs.max(1) };
         web::RateLimits {
             enabled: self.enabled,
             sign_in: limit(self.sign_in_per_ip, 0, 0, self.sign_in_window_seconds),

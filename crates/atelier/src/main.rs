@@ -227,8 +227,10 @@ async fn run(config: Config, mode: Mode) -> Result<(), String> {
     config.billing.validate()?;
     config.privacy.validate()?;
     let ops::DataDir { store, blobs, objects } = ops::open(&config).await?;
-    let builtin: Arc<dyn engines::Engine> = Arc::new(Paced { inner: ProceduralEngine, min: Duration::from_millis(config.engine.min_duration_ms) });
-    let router = Arc::new(engines::build_router(&config.engine.providers, &config.engine.routes, builtin.clone(), &|k| std::env::var(k).ok())?);
+    let builtin: Arc<dyn engines::Engine> =
+        Arc::new(Paced { inner: ProceduralEngine, min: Duration::from_millis(config.engine.min_duration_ms) });
+    let router =
+        Arc::new(engines::build_router(&config.engine.providers, &config.engine.routes, builtin.clone(), &|k| std::env::var(k).ok())?);
     let (stop, stopped) = watch::channel(false);
     // On PostgreSQL, task events and wake-ups also reach the other nodes.
     let hub = worker::fanout::connect(&store, TaskHub::default(), stopped.clone()).await;
@@ -303,8 +305,6 @@ async fn run(config: Config, mode: Mode) -> Result<(), String> {
     store.close().await;
     Ok(())
 }
-
-use engines::Engine as _;
 
 async fn serve(
     config: &Config,

@@ -236,4 +236,3 @@ pub async fn create_user(store: &Store, email: &str, name: &str, role: &str) -> 
     }
     Ok(user.id)
 }
-

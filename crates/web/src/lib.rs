@@ -18,10 +18,10 @@ mod legal;
 mod moderation;
 mod openai;
 mod pages;
-mod privacy_settings;
-mod retention;
 mod privacy_center;
+mod privacy_settings;
 mod ratelimit;
+mod retention;
 mod rights_admin;
 mod security;
 mod sse;
@@ -42,9 +42,9 @@ pub use auth::clock::Clock;
 pub use auth::providers::Provider;
 pub use auth::{hash_password, AuthConfig, PASSWORD_PARAMS};
 pub use context::Cidr;
+pub use error::ApiError;
 pub use moderation::{built_in_rules, parse_rules, ExternalModeration, ModerationConfig};
 pub use ratelimit::{Limit, RateLimits};
-pub use error::ApiError;
 
 #[derive(Debug, Clone)]
 pub struct WebConfig {

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use blobs::BlobStore;
 use domain::ids::{new_id, to_hex};
 use domain::params::{EditParams, GenerateParams, Output, RestyleParams, UpscaleParams, VariationParams};
 use domain::task::TaskKind;
 use domain::{Error, ErrorCode, Result};
-use base64::Engine as _;
 use engines::{EditRequest, Engine, EngineImage, GenerateRequest, Job, Observer, PartialImage, Router, Secret, VariationRequest};
 use imaging::{DecodeLimits, RgbaImage};
 use sha2::{Digest, Sha256};
@@ -258,7 +258,8 @@ impl Worker {
                 let p: VariationParams = params(task)?;
                 let image = self.load_image(task, &p.source).await?;
                 let (width, height) = p.size.map(|s| (s.width, s.height)).unwrap_or(image.dimensions());
-                let request = VariationRequest { image, width, height, seed: p.seed, n: p.n, partial_images: 0, end_user: self.end_user(task) };
+                let request =
+                    VariationRequest { image, width, height, seed: p.seed, n: p.n, partial_images: 0, end_user: self.end_user(task) };
                 Ok((self.route(task, Job::Variation(&request), observer).await?, p.output))
             }
             TaskKind::Upscale => {
