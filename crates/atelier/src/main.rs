@@ -200,8 +200,8 @@ async fn run_once(config: &Config, command: Command) -> Result<(), String> {
             println!("{account} is now {role}");
         }
         Command::Admin(AdminCommand::CreateUser { email, name, role }) => {
-            let id = ops::create_user(&data.store, &email, &name, &role).await?;
-            println!("created {role} {email} ({id})");
+            let user = ops::create_user(&data.store, &email, &name, &role).await?;
+            println!("created {role} {} ({})", user.email, user.id);
         }
         Command::Admin(AdminCommand::Audit { account, limit }) => {
             let id = match account {

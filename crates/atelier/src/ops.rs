@@ -214,7 +214,8 @@ pub async fn rotate_master_key(config: &Config) -> Result<String, String> {
 
 /// `atelier admin create-user`: a verified account with a password (read
 /// from standard input) and a role; the creation and the role are audited.
-pub async fn create_user(store: &Store, email: &str, name: &str, role: &str) -> Result<String, String> {
+/// Returns the account as stored (its email normalised).
+pub async fn create_user(store: &Store, email: &str, name: &str, role: &str) -> Result<store::User, String> {
     if !store::ROLES.contains(&role) {
         return Err(format!("role must be one of {}", store::ROLES.join(", ")));
     }
@@ -234,5 +235,5 @@ pub async fn create_user(store: &Store, email: &str, name: &str, role: &str) -> 
         let entry = store::AuditEntry { action, target_id: Some(&user.id), detail: Some(detail), ..Default::default() };
         store.audit(entry).await.map_err(|e| e.to_string())?;
     }
-    Ok(user.id)
+    Ok(user)
 }
