@@ -313,7 +313,7 @@ async fn serve(
     objects: Arc<dyn blobs::BlobStore>,
     hub: TaskHub,
     builtin: &Arc<dyn engines::Engine>,
-    router: &engines::Router,
+    router: &Arc<engines::Router>,
 ) -> Result<(), String> {
     // Native submits without a model take the built-in one when it serves
     // any model name, else the first routed model.
@@ -364,7 +364,7 @@ async fn serve(
         smtp_host: config.mail.smtp_host.trim().to_string(),
         ..web::WebConfig::default()
     };
-    let app = web::router(web::AppState { store, blobs, objects, hub, config: Arc::new(web_config) });
+    let app = web::router(web::AppState { store, blobs, objects, hub, engines: router.clone(), config: Arc::new(web_config) });
     println!("Atelier is running at http://{shown}/");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())

@@ -439,6 +439,8 @@ struct Stats {
     tasks: Vec<TaskStat>,
     open_reports: usize,
     open_reviews: usize,
+    /// Breaker state, in-flight and waiting counts per provider.
+    providers: Vec<engines::ProviderHealth>,
 }
 
 async fn stats(state: &AppState) -> Result<Stats, Error> {
@@ -447,6 +449,7 @@ async fn stats(state: &AppState) -> Result<Stats, Error> {
         tasks: state.store.task_stats().await?,
         open_reports: state.store.reports(Some("open"), 1000).await?.len(),
         open_reviews: state.store.moderation_events(Some("open"), None, 1000).await?.len(),
+        providers: state.engines.health(),
     })
 }
 
@@ -573,6 +576,29 @@ pub async fn dashboard(State(state): State<AppState>, ctx: Ctx) -> ApiResult<Res
                 esc(&row.status),
                 esc(row.model.as_deref().unwrap_or("—")),
                 row.count
+            ));
+        }
+        body.push_str("</tbody></table>");
+        body.push_str(&format!(
+            r#"<h2>{}</h2><table class="stats providers"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>"#,
+            t("admin.providers"),
+            t("admin.provider"),
+            t("admin.provider_state"),
+            t("admin.in_flight"),
+            t("admin.succeeded_failed"),
+            t("admin.last_error")
+        ));
+        for p in &s.providers {
+            body.push_str(&format!(
+                r#"<tr><td>{} ({})</td><td>{}</td><td class="num">{} / {}</td><td class="num">{} / {}</td><td>{}</td></tr>"#,
+                esc(&p.name),
+                esc(&p.kind),
+                p.state,
+                p.in_flight,
+                p.max_concurrency,
+                p.succeeded,
+                p.failed,
+                esc(p.last_error.as_deref().unwrap_or("—"))
             ));
         }
         body.push_str("</tbody></table>");

@@ -129,6 +129,8 @@ pub struct AppState {
     /// deletes, and where tombstones live.
     pub objects: Arc<dyn BlobStore>,
     pub hub: TaskHub,
+    /// The engine router the workers of this node use; admins see its health.
+    pub engines: Arc<engines::Router>,
     pub config: Arc<WebConfig>,
 }
 

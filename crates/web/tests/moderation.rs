@@ -288,6 +288,12 @@ async fn c41_admins_act_on_accounts_and_roles_and_closing_purges() {
     assert!(page.contains("member@example.org") && page.contains(r#"action="/admin/credits""#), "{page}");
     let stats = admin.api(Method::GET, "/api/v1/admin/stats", None, &[]).await.json();
     assert_eq!(stats["tasks"], json!([{"status": "succeeded", "model": "atelier-procedural-v0", "count": 1}]));
+    let provider = &stats["providers"][0];
+    assert_eq!(
+        (provider["state"].as_str(), provider["succeeded"].as_u64(), provider["in_flight"].as_u64()),
+        (Some("closed"), Some(1), Some(0))
+    );
+    assert!(admin.get("/admin").await.text().contains(r#"class="stats providers""#));
     assert!(admin.get("/admin").await.text().contains(r#"href="/admin/requests""#));
 
     let resp = admin.api(Method::POST, &format!("/api/v1/admin/users/{member_id}/role"), Some(json!({"role": "moderator"})), &[]).await;

@@ -37,8 +37,9 @@ impl App {
         let blobs: Arc<dyn blobs::BlobStore> = Arc::new(blobs::Encrypted::new(Arc::new(objects.clone()), Arc::new(db.store.clone())));
         let hub = TaskHub::default();
         let worker_config = WorkerConfig { thumbnail_side: 128, ..WorkerConfig::default() };
-        let worker = Arc::new(Worker::new(db.store.clone(), blobs.clone(), Arc::new(ProceduralEngine), hub.clone(), worker_config));
-        let state = AppState { store: db.store.clone(), blobs, objects: Arc::new(objects.clone()), hub, config: Arc::new(config) };
+        let engines = Arc::new(engines::Router::single(Arc::new(ProceduralEngine)));
+        let worker = Arc::new(Worker::with_router(db.store.clone(), blobs.clone(), engines.clone(), hub.clone(), worker_config));
+        let state = AppState { store: db.store.clone(), blobs, objects: Arc::new(objects.clone()), hub, engines, config: Arc::new(config) };
         App { router: web::router(state.clone()), state, worker, objects, _db: db, _dir: dir }
     }
 
