@@ -314,3 +314,39 @@ async fn c09_upscale_to_4k_from_the_image_page() {
     assert_eq!(re["status"], "succeeded");
     assert_eq!(output_image(&mut client, &re, 0).await.dimensions(), (1024, 1024));
 }
+
+#[tokio::test]
+async fn c07_an_upload_is_read_only_by_tasks_of_its_owner() {
+    let app = App::new(SQLITE).await;
+    let mut owner = app.client();
+    owner.signed_up("owner@example.org").await;
+    let picture = RgbaImage::from_fn(64, 64, |x, y| Rgba([x as u8 * 4, y as u8 * 4, 90, 255]));
+    let resp = upload_raw(&mut owner, imaging::encode_png(&picture).unwrap().bytes, "image/png").await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.text());
+    let upload_id = resp.json()["id"].as_str().unwrap().to_string();
+
+    let mut other = app.client();
+    other.signed_up("other@example.org").await;
+    let task = other.submit(json!({"prompt": "a quiet harbour", "size": "256x256", "seed": 1})).await;
+    let own_image = finished(&app, &mut other, &task).await["outputs"][0]["id"].as_str().unwrap().to_string();
+    let attempts = [
+        (format!("/api/v1/images/{upload_id}/edits"), json!({"prompt": "a red moon"})),
+        (format!("/api/v1/images/{upload_id}/variations"), json!({"n": 1})),
+        (format!("/api/v1/images/{upload_id}/upscale"), json!({"factor": 2})),
+        (format!("/api/v1/images/{upload_id}/restyle"), json!({"style": "watercolor"})),
+        // Someone else's upload as the mask of one's own image.
+        (format!("/api/v1/images/{own_image}/edits"), json!({"prompt": "a red moon", "mask": upload_id})),
+    ];
+    for (path, body) in attempts {
+        let resp = other.api(Method::POST, &path, Some(body), &[]).await;
+        assert_eq!(resp.status, StatusCode::NOT_FOUND, "{path}: {}", resp.text());
+        assert_eq!(resp.error_code(), "not_found");
+    }
+    let history = other.api(Method::GET, "/api/v1/tasks", None, &[]).await.json();
+    assert_eq!(history["items"].as_array().unwrap().len(), 1, "no task was queued on someone else's upload");
+    assert_eq!(app.run_tasks().await, 0);
+
+    // The owner's own tasks read it.
+    let t = action(&mut owner, &format!("/api/v1/images/{upload_id}/variations"), json!({"n": 1, "size": "256x256"})).await;
+    assert_eq!(finished(&app, &mut owner, &t).await["status"], "succeeded");
+}
