@@ -339,9 +339,10 @@ pub async fn ensure_signup_grant(store: &Store, config: &BillingConfig, user: &s
 /// Expires credits past their date, every `every`, until shutdown.
 pub async fn run_sweeper(store: Store, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     while !*shutdown.borrow() {
-        match store.expire_credits(None).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(credits = n, "expired credits"),
+        // One node sweeps at a time; the others skip this round.
+        match store.exclusively("credit_expiry", store.expire_credits(None)).await {
+            Ok(None | Some(0)) => {}
+            Ok(Some(n)) => tracing::info!(credits = n, "expired credits"),
             Err(e) => tracing::warn!(error = %e, "credit expiry sweep failed"),
         }
         tokio::select! {

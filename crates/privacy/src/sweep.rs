@@ -53,7 +53,8 @@ pub async fn run_scheduled(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     while !*shutdown.borrow() {
-        if let Err(e) = run_sweeps(&store, objects.as_ref(), &config, store::now_ms()).await {
+        // One node sweeps at a time; the others skip this round.
+        if let Err(e) = store.exclusively("privacy_sweep", run_sweeps(&store, objects.as_ref(), &config, store::now_ms())).await {
             tracing::warn!(error = %e, "privacy sweep failed");
         }
         tokio::select! {
