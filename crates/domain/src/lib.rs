@@ -6,6 +6,7 @@ pub mod content;
 pub mod error;
 pub mod ids;
 pub mod params;
+pub mod rate;
 pub mod rights;
 pub mod task;
 pub mod time;

@@ -11,6 +11,53 @@ use sqlx::Connection;
 
 use crate::{db_err, now_ms, with_tx, Backend, Store};
 
+impl Store {
+    /// Whether several nodes may share this database (PostgreSQL), so state
+    /// like rate-limit buckets must live in it rather than in memory.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Takes a token from a shared rate-limit bucket: `Ok` or the seconds
+    /// until a token is there. The row is locked for the read-modify-write,
+    /// so nodes never hand out the same token twice.
+    pub async fn take_rate_token(&self, key: &str, size: u32, window_secs: u32, now_ms: i64) -> Result<std::result::Result<(), u64>> {
+        let full = domain::rate::Bucket::full(size, window_secs, now_ms);
+        let lock = if self.is_postgres() { " FOR UPDATE" } else { "" };
+        let select = format!("SELECT level, at_ms FROM rate_buckets WHERE key = $1{lock}");
+        Ok(with_tx!(self, tx => {
+            sqlx::query("INSERT INTO rate_buckets (key, level, at_ms) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING")
+                .bind(key)
+                .bind(full.level)
+                .bind(full.at_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let (level, at_ms): (i64, i64) = sqlx::query_as(&select).bind(key).fetch_one(&mut *tx).await.map_err(db_err)?;
+            let (after, taken) = domain::rate::Bucket { level, at_ms }.take(size, window_secs, now_ms);
+            sqlx::query("UPDATE rate_buckets SET level = $2, at_ms = $3 WHERE key = $1")
+                .bind(key)
+                .bind(after.level)
+                .bind(after.at_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            taken
+        }))
+    }
+
+    /// Drops buckets untouched since `before_ms` (refilled long ago: a
+    /// missing row reads as a full bucket).
+    pub async fn prune_rate_buckets(&self, before_ms: i64) -> Result<u64> {
+        Ok(with_tx!(self, tx => sqlx::query("DELETE FROM rate_buckets WHERE at_ms < $1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected()))
+    }
+}
+
 /// PostgreSQL refuses `NOTIFY` payloads of 8000 bytes or more.
 pub const MAX_NOTIFY_BYTES: usize = 7900;
 

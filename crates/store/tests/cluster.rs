@@ -10,6 +10,7 @@ store::store_tests!(
     released_task_goes_back_to_the_queue_without_counting_the_attempt,
     notify_reaches_listeners_on_postgres_only,
     exclusive_work_runs_on_one_node_at_a_time,
+    c18_rate_buckets_are_shared_by_every_connection,
 );
 
 async fn queued_task(store: &Store) -> (String, String) {
@@ -91,4 +92,24 @@ async fn exclusive_work_runs_on_one_node_at_a_time(store: Store) {
     }
     assert_eq!(other_name, Some(3), "locks are per name");
     assert_eq!(store.exclusively("sweep", async { Ok(4) }).await.unwrap(), Some(4), "free again once done");
+}
+
+async fn c18_rate_buckets_are_shared_by_every_connection(store: Store) {
+    let t0 = 1_000_000;
+    // 20 takes at once on a bucket of 10 (per 60 s): exactly 10 pass, whichever connection runs them.
+    let takes: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.take_rate_token("sign_in:ip:192.0.2.0", 10, 60, t0).await.unwrap() })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for take in takes {
+        results.push(take.await.unwrap());
+    }
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 10);
+    assert!(results.iter().filter_map(|r| r.err()).all(|secs| secs == 6), "{results:?}");
+    assert_eq!(store.take_rate_token("sign_in:ip:192.0.2.0", 10, 60, t0 + 6_000).await.unwrap(), Ok(()), "one token back after 6 s");
+    assert_eq!(store.take_rate_token("sign_in:ip:198.51.100.0", 10, 60, t0).await.unwrap(), Ok(()), "buckets are separate");
+    assert_eq!(store.prune_rate_buckets(t0 + 1).await.unwrap(), 1);
 }

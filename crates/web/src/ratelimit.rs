@@ -14,6 +14,7 @@ use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use domain::ids::to_hex;
+use domain::rate::Bucket;
 use domain::{Error, ErrorCode};
 use sha2::{Digest, Sha256};
 
@@ -85,15 +86,6 @@ fn classify(method: &Method, path: &str) -> Option<Class> {
     }
 }
 
-/// A bucket's level in token·milliseconds of window: one token is
-/// `window_ms` units and the bucket gains `size` units a millisecond, so the
-/// arithmetic stays in integers.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    level: i64,
-    at_ms: i64,
-}
-
 /// Buckets by `class:scope:id`. Full buckets are dropped now and then, so
 /// memory follows the active clients.
 #[derive(Default)]
@@ -107,24 +99,14 @@ impl Limiter {
     /// Takes a token from the bucket, or says how many seconds until one is
     /// there.
     fn take(&self, key: String, size: u32, window_secs: u32, now_ms: i64) -> Result<(), u64> {
-        let (size, token) = (i64::from(size), i64::from(window_secs.max(1)) * 1000);
-        let full = size * token;
-        let level_at = |b: &Bucket| (b.level + (now_ms - b.at_ms).max(0) * size).min(full);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= PRUNE_AT {
-            buckets.retain(|_, b| level_at(b) < full);
+            buckets.retain(|_, b| !b.is_full_at(size, window_secs, now_ms));
         }
-        let bucket = buckets.entry(key).or_insert(Bucket { level: full, at_ms: now_ms });
-        let level = level_at(bucket);
-        bucket.at_ms = now_ms.max(bucket.at_ms);
-        if level >= token {
-            bucket.level = level - token;
-            Ok(())
-        } else {
-            bucket.level = level;
-            let wait_ms = (token - level + size - 1) / size;
-            Err(((wait_ms + 999) / 1000).max(1) as u64)
-        }
+        let bucket = buckets.entry(key).or_insert(Bucket::full(size, window_secs, now_ms));
+        let (after, taken) = bucket.take(size, window_secs, now_ms);
+        *bucket = after;
+        taken
     }
 }
 
@@ -156,7 +138,18 @@ pub async fn limit(State((state, limiter)): State<(AppState, Arc<Limiter>)>, req
     let scopes = [("ip", ip, limit.per_ip), ("account", account, limit.per_account), ("key", key, limit.per_key)];
     for (scope, id, size) in scopes {
         let Some(id) = id.filter(|_| size > 0) else { continue };
-        if let Err(retry_after) = limiter.take(format!("{}:{scope}:{id}", class.name()), size, limit.window_secs, now) {
+        let bucket = format!("{}:{scope}:{id}", class.name());
+        // Several nodes on PostgreSQL share their buckets through it; a
+        // database error lets the request through rather than refusing everyone.
+        let taken = if state.store.is_postgres() {
+            state.store.take_rate_token(&bucket, size, limit.window_secs, now).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "rate limit bucket unavailable");
+                Ok(())
+            })
+        } else {
+            limiter.take(bucket, size, limit.window_secs, now)
+        };
+        if let Err(retry_after) = taken {
             tracing::info!(class = class.name(), scope, "rate limited");
             return too_many(request.uri().path(), retry_after);
         }

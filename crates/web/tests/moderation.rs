@@ -418,42 +418,44 @@ async fn sign_in_from(client: &mut Client, n: usize, forwarded: Option<&str>) ->
 
 #[tokio::test]
 async fn c18_the_eleventh_sign_in_from_one_ip_is_rate_limited() {
-    let clock = web::Clock::manual(1_700_000_000_000);
-    let trusted = vec![Cidr::parse("10.0.0.0/8").unwrap()];
-    let app =
-        App::with_config(TestBackend::Sqlite, WebConfig { clock: clock.clone(), trusted_proxies: trusted, ..WebConfig::default() }).await;
+    // In memory on SQLite (one node), in the database on PostgreSQL (shared by every node).
+    for backend in [TestBackend::Sqlite, TestBackend::Postgres] {
+        let clock = web::Clock::manual(1_700_000_000_000);
+        let trusted = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+        let app = App::with_config(backend, WebConfig { clock: clock.clone(), trusted_proxies: trusted, ..WebConfig::default() }).await;
 
-    let mut client = app.client();
-    client.peer = peer("203.0.113.7");
-    for n in 0..10 {
-        assert_eq!(sign_in_from(&mut client, n, None).await.status, StatusCode::UNAUTHORIZED, "attempt {n}");
-    }
-    let resp = sign_in_from(&mut client, 10, None).await;
-    assert_eq!((resp.status, resp.error_code()), (StatusCode::TOO_MANY_REQUESTS, "rate_limited".to_string()));
-    assert_eq!(resp.headers["retry-after"], "6", "one attempt back every 6 s");
-    let mut other = app.client();
-    other.peer = peer("203.0.113.8");
-    assert_eq!(sign_in_from(&mut other, 0, None).await.status, StatusCode::UNAUTHORIZED, "another IP has its own bucket");
-    clock.advance_ms(6_000);
-    assert_eq!(sign_in_from(&mut client, 11, None).await.status, StatusCode::UNAUTHORIZED, "refilled");
+        let mut client = app.client();
+        client.peer = peer("203.0.113.7");
+        for n in 0..10 {
+            assert_eq!(sign_in_from(&mut client, n, None).await.status, StatusCode::UNAUTHORIZED, "attempt {n}");
+        }
+        let resp = sign_in_from(&mut client, 10, None).await;
+        assert_eq!((resp.status, resp.error_code()), (StatusCode::TOO_MANY_REQUESTS, "rate_limited".to_string()));
+        assert_eq!(resp.headers["retry-after"], "6", "one attempt back every 6 s");
+        let mut other = app.client();
+        other.peer = peer("203.0.113.8");
+        assert_eq!(sign_in_from(&mut other, 0, None).await.status, StatusCode::UNAUTHORIZED, "another IP has its own bucket");
+        clock.advance_ms(6_000);
+        assert_eq!(sign_in_from(&mut client, 11, None).await.status, StatusCode::UNAUTHORIZED, "refilled");
 
-    // A spoofed header from an untrusted peer changes nothing.
-    let mut spoofer = app.client();
-    spoofer.peer = peer("198.51.100.9");
-    for n in 0..10 {
-        let fake = format!("192.0.2.{n}");
-        assert_eq!(sign_in_from(&mut spoofer, n, Some(&fake)).await.status, StatusCode::UNAUTHORIZED);
-    }
-    assert_eq!(sign_in_from(&mut spoofer, 10, Some("192.0.2.200")).await.status, StatusCode::TOO_MANY_REQUESTS);
+        // A spoofed header from an untrusted peer changes nothing.
+        let mut spoofer = app.client();
+        spoofer.peer = peer("198.51.100.9");
+        for n in 0..10 {
+            let fake = format!("192.0.2.{n}");
+            assert_eq!(sign_in_from(&mut spoofer, n, Some(&fake)).await.status, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(sign_in_from(&mut spoofer, 10, Some("192.0.2.200")).await.status, StatusCode::TOO_MANY_REQUESTS);
 
-    // Behind the trusted proxy, two clients have two buckets.
-    let mut proxy = app.client();
-    proxy.peer = peer("10.0.0.2");
-    for n in 0..10 {
-        assert_eq!(sign_in_from(&mut proxy, n, Some("198.51.100.1")).await.status, StatusCode::UNAUTHORIZED);
+        // Behind the trusted proxy, two clients have two buckets.
+        let mut proxy = app.client();
+        proxy.peer = peer("10.0.0.2");
+        for n in 0..10 {
+            assert_eq!(sign_in_from(&mut proxy, n, Some("198.51.100.1")).await.status, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(sign_in_from(&mut proxy, 10, Some("198.51.100.1")).await.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(sign_in_from(&mut proxy, 11, Some("198.51.100.2")).await.status, StatusCode::UNAUTHORIZED);
     }
-    assert_eq!(sign_in_from(&mut proxy, 10, Some("198.51.100.1")).await.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(sign_in_from(&mut proxy, 11, Some("198.51.100.2")).await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

@@ -6,7 +6,8 @@ use tokio::sync::watch;
 
 use crate::TaskHub;
 
-/// One sweep: re-queue tasks whose worker died, drop expired sessions.
+/// One sweep: re-queue tasks whose worker died, drop expired sessions and
+/// idle rate-limit buckets.
 /// One node sweeps at a time; the others skip this round.
 pub async fn sweep_once(store: &Store, hub: &TaskHub) -> Result<()> {
     let sweep = async {
@@ -15,7 +16,9 @@ pub async fn sweep_once(store: &Store, hub: &TaskHub) -> Result<()> {
             tracing::info!(requeued, "re-queued tasks with expired leases");
             hub.wake_workers();
         }
-        store.delete_expired_sessions(store::now_ms()).await
+        store.delete_expired_sessions(store::now_ms()).await?;
+        // Rate-limit windows are at most a day: an older bucket is full again.
+        store.prune_rate_buckets(store::now_ms() - 86_400_000).await
     };
     store.exclusively("sweep", sweep).await.map(|_| ())
 }
