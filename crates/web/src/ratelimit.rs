@@ -125,15 +125,17 @@ pub async fn limit(State((state, limiter)): State<(AppState, Arc<Limiter>)>, req
     };
     let ctx = request.extensions().get::<Ctx>();
     let ip = ctx.and_then(|c| c.ip).map(|ip| ip.to_string());
-    let account = ctx.and_then(|c| c.user.as_ref()).map(|u| u.id.clone());
-    // A bearer key's bucket is named by a hash: the key itself stays out of memory dumps.
+    // Buckets are named by hashes: a bearer key stays out of memory dumps, and
+    // no shared bucket row names an account (an account's purge leaves none behind).
+    let hashed = |v: &str| to_hex(&Sha256::digest(v.as_bytes()))[..32].to_string();
+    let account = ctx.and_then(|c| c.user.as_ref()).map(|u| hashed(&u.id));
     let key = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| to_hex(&Sha256::digest(token.trim().as_bytes()))[..32].to_string());
+        .map(|(_, token)| hashed(token.trim()));
     let now = state.config.clock.now_ms();
     let scopes = [("ip", ip, limit.per_ip), ("account", account, limit.per_account), ("key", key, limit.per_key)];
     for (scope, id, size) in scopes {
