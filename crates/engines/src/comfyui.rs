@@ -167,13 +167,7 @@ fn finished(provider: &str, run: &Value) -> Result<Vec<FileRef>> {
 
 fn vars(prompt: &str, seed: u64, width: u32, height: u32, n: u32) -> Vec<(&'static str, Value)> {
     // ComfyUI seeds are at most 2^64 - 1 but many nodes take 53 bits safely.
-    vec![
-        ("prompt", json!(prompt)),
-        ("seed", json!(seed & ((1 << 53) - 1))),
-        ("width", json!(width)),
-        ("height", json!(height)),
-        ("n", json!(n)),
-    ]
+    template::vars(prompt, seed & ((1 << 53) - 1), width, height, n)
 }
 
 impl Engine for ComfyUiEngine {

@@ -141,7 +141,7 @@ fn data_url(png: &[u8]) -> String {
 }
 
 fn vars(prompt: &str, seed: u64, width: u32, height: u32, n: u32) -> Vec<(&'static str, Value)> {
-    vec![("prompt", json!(prompt)), ("seed", json!(seed % (1 << 32))), ("width", json!(width)), ("height", json!(height)), ("n", json!(n))]
+    template::vars(prompt, seed % (1 << 32), width, height, n)
 }
 
 impl Engine for ReplicateEngine {

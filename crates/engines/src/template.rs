@@ -8,6 +8,18 @@ use serde_json::Value;
 
 pub const PLACEHOLDERS: &[&str] = &["prompt", "seed", "width", "height", "n", "image", "mask"];
 
+/// The placeholders every template gets; `seed` already reduced to what the
+/// provider accepts.
+pub fn vars(prompt: &str, seed: u64, width: u32, height: u32, n: u32) -> Vec<(&'static str, Value)> {
+    vec![
+        ("prompt", Value::from(prompt)),
+        ("seed", Value::from(seed)),
+        ("width", Value::from(width)),
+        ("height", Value::from(height)),
+        ("n", Value::from(n)),
+    ]
+}
+
 /// Fills `template`; `vars` are `(name, value)` pairs.
 pub fn fill(template: &Value, vars: &[(&str, Value)]) -> Value {
     match template {
