@@ -341,8 +341,13 @@ pub async fn run_sweeper(store: Store, every: Duration, mut shutdown: tokio::syn
     while !*shutdown.borrow() {
         // One node sweeps at a time; the others skip this round.
         match store.exclusively("credit_expiry", store.expire_credits(None)).await {
-            Ok(None | Some(0)) => {}
-            Ok(Some(n)) => tracing::info!(credits = n, "expired credits"),
+            Ok(None) => {}
+            Ok(Some(n)) => {
+                metrics::sweep_done("credit_expiry", &[("credits_expired", n.max(0) as u64)]);
+                if n > 0 {
+                    tracing::info!(credits = n, "expired credits");
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "credit expiry sweep failed"),
         }
         tokio::select! {

@@ -114,6 +114,28 @@ impl std::fmt::Debug for ProviderConfig {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Auth {
+    Bearer,
+    /// AUTOMATIC1111's `--api-auth user:password`.
+    Basic,
+}
+
+/// A transport error's cause, without the URL reqwest puts in its text.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut cause = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    if let Some(source) = std::error::Error::source(e) {
+        cause = format!("{cause}: {source}");
+    }
+    cause
+}
+
 impl ProviderConfig {
     fn secret(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, String> {
         if self.api_key_env.is_empty() {
@@ -133,6 +155,40 @@ impl ProviderConfig {
             return Err(format!("provider {}: base_url must start with http:// or https://", self.name));
         }
         Ok(url.to_string())
+    }
+
+    /// One cheap authenticated call that shows the provider answers with
+    /// these credentials (for `atelier doctor`); `Ok` describes what
+    /// answered. Nothing is generated and nothing is charged.
+    pub async fn probe(&self, env: &dyn Fn(&str) -> Option<String>, timeout: Duration) -> Result<String, String> {
+        let (url, auth) = match self.kind.as_str() {
+            "procedural" => return Ok("built-in engine".into()),
+            "openai" => (format!("{}/models", self.base_url("https://api.openai.com/v1")?.trim_end_matches('/')), Auth::Bearer),
+            "comfyui" => (format!("{}/system_stats", self.base_url("")?.trim_end_matches('/')), Auth::Bearer),
+            "automatic1111" => (format!("{}/sdapi/v1/sd-models", self.base_url("")?.trim_end_matches('/')), Auth::Basic),
+            "replicate" => (format!("{}/v1/account", self.base_url("https://api.replicate.com")?.trim_end_matches('/')), Auth::Bearer),
+            other => return Err(format!("unknown kind {other:?}")),
+        };
+        let secret = self.secret(env)?;
+        let client =
+            reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none()).build().map_err(|e| e.to_string())?;
+        let mut request = client.get(&url);
+        if !secret.is_empty() {
+            request = match (auth, secret.expose().split_once(':')) {
+                (Auth::Basic, Some((user, password))) => request.basic_auth(user, Some(password)),
+                _ => request.bearer_auth(secret.expose()),
+            };
+        }
+        // The URL is the operator's own configuration; the key never appears.
+        let response = request.send().await.map_err(|e| format!("GET {url}: {}", without_url(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(format!("GET {url}: {status}"))
+        } else if matches!(status.as_u16(), 401 | 403) {
+            Err(format!("GET {url}: {status}: the credentials were refused"))
+        } else {
+            Err(format!("GET {url}: {status}"))
+        }
     }
 
     fn engine(&self, builtin: &Arc<dyn Engine>, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn Engine>, String> {

@@ -459,6 +459,7 @@ impl Router {
             let slot = attempt.slot;
             let permit = slot.permits.acquire().await.map_err(|_| Error::internal("provider closed"))?;
             attempt.start();
+            let began = std::time::Instant::now();
             let provider = &slot.provider;
             let call = call(provider.engine.as_ref(), job, observer.clone());
             let result = match provider.timeout {
@@ -471,6 +472,8 @@ impl Router {
                 None => call.await,
             };
             drop(permit);
+            let outcome = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
+            metrics::PROVIDER_DURATION.observe(&[provider.engine.name(), outcome], began.elapsed().as_secs_f64());
             let now = (self.clock)();
             match result {
                 Ok(images) => {

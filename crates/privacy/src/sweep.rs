@@ -40,6 +40,17 @@ pub async fn run_sweeps(store: &Store, objects: &dyn BlobStore, config: &Privacy
         request_logs_deleted = report.request_logs_deleted,
         "privacy sweep done"
     );
+    let n = |v: usize| v as u64;
+    metrics::sweep_done(
+        "privacy",
+        &[
+            ("accounts_purged", n(report.accounts_purged)),
+            ("unsaved_outputs_deleted", n(report.unsaved_outputs_deleted)),
+            ("exports_deleted", n(report.exports_deleted)),
+            ("analytics_events_folded", n(report.analytics_events_folded)),
+            ("request_logs_deleted", n(report.request_logs_deleted)),
+        ],
+    );
     Ok(report)
 }
 

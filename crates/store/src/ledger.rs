@@ -341,6 +341,7 @@ macro_rules! ledger_tx {
                         .map_err(db_err)?;
                     // The hold row already moved the balance; this row records the charge.
                     self.entry(&user_id, "capture", 0, &format!("task_succeeded:{amount}"), Some(task_id), None, now).await?;
+                    metrics::CREDITS.inc_by(&["captured"], amount as f64);
                 }
                 Ok(())
             }
@@ -511,6 +512,8 @@ macro_rules! ledger_tx {
                     .map_err(db_err)?;
                 self.entry(&grant.user_id, kind, grant.amount, &grant.reason, Some(&grant.key), grant.expires_at, now).await?;
                 self.settle_debt(&grant.user_id, now).await?;
+                // Counted for /metrics when written: a commit that then fails over-counts.
+                metrics::CREDITS.inc_by(&[if kind == "grant" { "granted" } else { "adjusted" }], grant.amount as f64);
                 Ok(Some(lot_id))
             }
 
@@ -649,6 +652,7 @@ macro_rules! ledger_tx {
                     .await
                     .map_err(db_err)?;
                 self.entry(&user_id, if dispute { "dispute" } else { "refund" }, -take, status, Some(&payment.reference), None, now).await?;
+                metrics::CREDITS.inc_by(&[if dispute { "disputed" } else { "refunded" }], take as f64);
                 self.settle_debt(&user_id, now).await?;
                 Ok(EventOutcome::TakenBack { user_id: Some(user_id), credits: take })
             }

@@ -18,6 +18,7 @@ mod moderation;
 mod outbox;
 mod privacy;
 mod rights;
+mod stats;
 mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -49,6 +50,7 @@ pub use privacy::{
     PolicyVersion, RequestLog, DAY_MS,
 };
 pub use rights::{NewRightsRequest, RightsRequest};
+pub use stats::{Backlog, MigrationStatus, TaskCount};
 pub use tasks::Submitted;
 pub use users::ROLES;
 

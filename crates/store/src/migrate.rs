@@ -4,9 +4,9 @@ use domain::Result;
 
 use crate::{db_err, now_ms, with_tx, Backend, Store};
 
-struct Migration {
-    version: i64,
-    name: &'static str,
+pub(crate) struct Migration {
+    pub(crate) version: i64,
+    pub(crate) name: &'static str,
     sql: &'static str,
 }
 
@@ -16,8 +16,8 @@ macro_rules! migrations {
     };
 }
 
-const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_init", 2 "0002_vault_audit", 3 "0003_sign_in", 5 "0005_billing", 6 "0006_api_keys", 7 "0007_consent_policy", 8 "0008_deletion_support", 9 "0009_export_rights", 10 "0010_moderation", 11 "0011_rate_buckets");
-const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_init", 2 "0002_vault_audit", 3 "0003_sign_in", 5 "0005_billing", 6 "0006_api_keys", 7 "0007_consent_policy", 8 "0008_deletion_support", 9 "0009_export_rights", 10 "0010_moderation", 11 "0011_rate_buckets");
+const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_init", 2 "0002_vault_audit", 3 "0003_sign_in", 5 "0005_billing", 6 "0006_api_keys", 7 "0007_consent_policy", 8 "0008_deletion_support", 9 "0009_export_rights", 10 "0010_moderation", 11 "0011_rate_buckets", 15 "0015_metrics");
+const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_init", 2 "0002_vault_audit", 3 "0003_sign_in", 5 "0005_billing", 6 "0006_api_keys", 7 "0007_consent_policy", 8 "0008_deletion_support", 9 "0009_export_rights", 10 "0010_moderation", 11 "0011_rate_buckets", 15 "0015_metrics");
 
 /// A fingerprint of the migration set, so test fixtures can cache a migrated
 /// template database per schema.
@@ -28,16 +28,20 @@ pub fn schema_fingerprint() -> u64 {
 }
 
 impl Store {
+    /// This backend's embedded migrations, in order.
+    pub(crate) fn migrations(&self) -> &'static [Migration] {
+        match self.backend {
+            Backend::Sqlite { .. } => SQLITE,
+            Backend::Postgres(_) => POSTGRES,
+        }
+    }
+
     /// Applies every migration not yet recorded, each in its own transaction.
     /// On PostgreSQL an advisory lock keeps concurrently starting nodes from
     /// racing each other.
     pub async fn migrate(&self) -> Result<usize> {
-        let set = match self.backend {
-            Backend::Sqlite { .. } => SQLITE,
-            Backend::Postgres(_) => POSTGRES,
-        };
         let mut applied = 0;
-        for migration in set {
+        for migration in self.migrations() {
             let done = with_tx!(self, tx => {
                 if let Backend::Postgres(_) = self.backend {
                     sqlx::query("SELECT pg_advisory_xact_lock(727501)").execute(&mut *tx).await.map_err(db_err)?;

@@ -41,6 +41,9 @@ pub struct PrivacyCtx {
     pub pending_policy: Option<store::PolicyVersion>,
     /// The request path, for the banner forms to come back to.
     pub path: String,
+    /// The operator tags this visitor may get (none for a restricted
+    /// account); the consent choice picks among them when a page renders.
+    pub tags: Vec<crate::tags::OperatorTag>,
 }
 
 /// `{visitor id}.{analytics}{preferences}{marketing}{gpc}`, each digit 0 or 1.
@@ -146,7 +149,8 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
         }),
         _ => None,
     };
-    ctx.privacy = PrivacyCtx { visitor_id, choice, gpc, pending_policy, path: path.clone() };
+    let tags = if wants_tags(&state, &method, &path) { eligible_tags(&state, ctx.user.as_ref()).await } else { Vec::new() };
+    ctx.privacy = PrivacyCtx { visitor_id, choice, gpc, pending_policy, path: path.clone(), tags };
     let user_id = ctx.user.as_ref().map(|u| u.id.clone());
     let (ip, user_agent) = (ctx.ip, ctx.user_agent.clone());
     request.extensions_mut().insert(ctx);
@@ -208,6 +212,31 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
         tracing::warn!(error = %e, "request log not stored");
     }
     response
+}
+
+/// Pages (not the APIs) may carry operator tags.
+fn wants_tags(state: &AppState, method: &Method, path: &str) -> bool {
+    !state.config.tags.is_empty()
+        && matches!(*method, Method::GET | Method::POST)
+        && !path.starts_with("/api/")
+        && !path.starts_with("/v1/")
+        && !untracked(path)
+}
+
+/// The configured tags, unless the signed-in account restricted processing
+/// (C37); an unreadable restriction counts as restricted.
+async fn eligible_tags(state: &AppState, user: Option<&store::User>) -> Vec<crate::tags::OperatorTag> {
+    if let Some(user) = user {
+        match state.store.account_privacy(&user.id).await {
+            Ok(p) if !p.restricted => {}
+            Ok(_) => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "restriction not read; no operator tags");
+                return Vec::new();
+            }
+        }
+    }
+    state.config.tags.clone()
 }
 
 /// A page view (a successful HTML GET) or a feature use (a successful form

@@ -56,6 +56,33 @@ fn processors(state: &AppState, lang: &Lang) -> Vec<String> {
     out
 }
 
+/// Every configured operator tag: who, for what, under which consent
+/// category, with a link to its own policy.
+fn third_parties(state: &AppState, lang: &Lang) -> String {
+    let tags = &state.config.tags;
+    if tags.is_empty() {
+        return String::new();
+    }
+    let items: String = tags
+        .iter()
+        .map(|tag| {
+            let line = fill(lang, "legal.tag_item", &[("name", tag.name.clone()), ("category", lang.t(tag.category.label_key()))]);
+            let purpose = if tag.purpose.is_empty() { String::new() } else { format!(" {}", esc(&tag.purpose)) };
+            let policy = if tag.policy_url.is_empty() {
+                String::new()
+            } else {
+                format!(r#" <a href="{}" rel="noopener noreferrer">{}</a>"#, esc(&tag.policy_url), esc(&lang.t("legal.tag_policy")))
+            };
+            format!(r#"<li class="third-party">{}{purpose}{policy}</li>"#, esc(&line))
+        })
+        .collect();
+    format!(
+        r#"<h2 id="third-parties">{}</h2><p>{}</p><ul>{items}</ul>"#,
+        esc(&lang.t("legal.tags_title")),
+        esc(&lang.t("legal.tags_rules"))
+    )
+}
+
 fn list(items: &[String]) -> String {
     let items: String = items.iter().map(|i| format!("<li>{}</li>", esc(i))).collect();
     format!("<ul>{items}</ul>")
@@ -86,7 +113,7 @@ pub async fn privacy_policy(State(state): State<AppState>, ctx: Ctx) -> ApiResul
 <p>{who}</p>
 <h2>{collect_t}</h2><p>{collect}</p>
 <h2 id="retention">{retention_t}</h2>{retention}
-<h2 id="processors">{processors_t}</h2>{processors}
+<h2 id="processors">{processors_t}</h2>{processors}{third_parties}
 <h2>{rights_t}</h2><p>{rights}</p><p>{gpc}</p></article>"#,
         header = header(&ctx, "legal.privacy_title", &policy),
         who = esc(&fill(lang, "legal.who", &[("operator", p.operator_name.clone()), ("contact", contact.clone()), ("dpo", dpo)])),
@@ -96,6 +123,7 @@ pub async fn privacy_policy(State(state): State<AppState>, ctx: Ctx) -> ApiResul
         retention = list(&retention),
         processors_t = t("legal.processors_title"),
         processors = list(&processors(&state, lang)),
+        third_parties = third_parties(&state, lang),
         rights_t = t("legal.rights_title"),
         rights = esc(&fill(lang, "legal.rights", &[("contact", contact)])),
         gpc = t("legal.gpc"),
@@ -112,14 +140,15 @@ pub async fn cookie_policy(State(state): State<AppState>, ctx: Ctx) -> ApiResult
     let t = |k: &str| esc(&lang.t(k));
     let body = format!(
         r#"<article class="card legal" id="cookie-policy">{header}<p>{intro}</p>
-<h2>{essential_t}</h2>{essential}<h2>{analytics_t}</h2>{analytics}<p>{none}</p><p><a href="/consent">{change}</a></p></article>"#,
+<h2>{essential_t}</h2>{essential}<h2>{analytics_t}</h2>{analytics}{third_parties}<p>{none}</p><p><a href="/consent">{change}</a></p></article>"#,
         header = header(&ctx, "legal.cookies_title", &policy),
         intro = t("legal.cookies_intro"),
         essential_t = t("legal.cookies_essential"),
         essential = list(&essential),
         analytics_t = t("consent.analytics"),
         analytics = list(&[lang.t("legal.cookie_analytics")]),
-        none = t("legal.cookies_none"),
+        third_parties = third_parties(&state, lang),
+        none = if state.config.tags.is_empty() { t("legal.cookies_none") } else { String::new() },
         change = t("consent.footer_settings"),
     );
     Ok(page(&ctx, StatusCode::OK, &lang.t("legal.cookies_title"), &body))

@@ -20,12 +20,14 @@ mod openai;
 mod pages;
 mod privacy_center;
 mod privacy_settings;
+mod prometheus;
 mod ratelimit;
 mod retention;
 mod rights_admin;
 mod security;
 mod sse;
 mod support;
+mod tags;
 mod webhooks;
 
 use std::sync::Arc;
@@ -44,7 +46,9 @@ pub use auth::{hash_password, AuthConfig, PASSWORD_PARAMS};
 pub use context::Cidr;
 pub use error::ApiError;
 pub use moderation::{built_in_rules, parse_rules, ExternalModeration, ModerationConfig};
+pub use prometheus::{listener_router as metrics_listener_router, MetricsSource};
 pub use ratelimit::{Limit, RateLimits};
+pub use tags::{OperatorTag, TagCategory};
 
 #[derive(Debug, Clone)]
 pub struct WebConfig {
@@ -89,6 +93,10 @@ pub struct WebConfig {
     pub unsaved_retention_days: u32,
     /// The SMTP relay mail goes through (empty: none), named in the policy.
     pub smtp_host: String,
+    /// Third-party scripts loaded with consent (`[[tags]]`), named in the policy.
+    pub tags: Vec<OperatorTag>,
+    /// Bearer token of `/metrics` on this listener; empty: not served here.
+    pub metrics_token: String,
 }
 
 impl Default for WebConfig {
@@ -116,6 +124,8 @@ impl Default for WebConfig {
             privacy: ::privacy::PrivacyConfig::default(),
             unsaved_retention_days: 30,
             smtp_host: String::new(),
+            tags: Vec::new(),
+            metrics_token: String::new(),
         }
     }
 }
@@ -142,6 +152,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
+        .route("/metrics", get(prometheus::scrape))
         .route("/api/v1/tasks", post(api::submit_task).get(api::list_tasks))
         .route("/api/v1/tasks/{id}", get(api::get_task))
         .route("/api/v1/tasks/{id}/cancel", post(api::cancel_task))
@@ -273,5 +284,6 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), consent::track))
         .layer(axum::middleware::from_fn_with_state(state.clone(), context::attach))
         .layer(axum::middleware::from_fn_with_state(state.clone(), security::headers))
+        .layer(axum::middleware::from_fn(prometheus::track))
         .with_state(state)
 }

@@ -62,7 +62,7 @@ fn layout(ctx: &Ctx, title: &str, body: &str) -> String {
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/app.css">
 <script type="module" src="/static/app.js"></script>
-</head>
+{tags}</head>
 <body>
 <a class="skip" href="#main">{skip}</a>
 <header class="top"><a class="brand" href="/">Atelier</a><nav>{nav}</nav></header>
@@ -79,11 +79,17 @@ fn layout(ctx: &Ctx, title: &str, body: &str) -> String {
         footer = t("footer.tagline"),
         banners = crate::consent::banners(ctx),
         legal = crate::consent::footer(ctx),
+        tags = crate::tags::Injected::elements(&ctx.privacy),
     )
 }
 
 pub(crate) fn page(ctx: &Ctx, status: StatusCode, title: &str, body: &str) -> Response {
-    (status, Html(layout(ctx, title, body))).into_response()
+    let mut response = (status, Html(layout(ctx, title, body))).into_response();
+    let injected = crate::tags::Injected::for_visitor(&ctx.privacy);
+    if !injected.is_empty() {
+        response.extensions_mut().insert(injected);
+    }
+    response
 }
 
 pub(crate) fn error_box(lang: &Lang, error: &Error) -> String {

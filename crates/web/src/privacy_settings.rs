@@ -98,6 +98,11 @@ pub async fn set_restriction(State(state): State<AppState>, ctx: Ctx, FormBody(f
         let action = if restricted { "processing_restricted" } else { "processing_unrestricted" };
         state.store.audit(AuditEntry { actor_id: Some(&user.id), action, target_id: Some(&user.id), ..AuditEntry::default() }).await?;
     }
+    // The page that confirms a restriction already carries no operator tag.
+    let mut ctx = ctx.clone();
+    if restricted {
+        ctx.privacy.tags.clear();
+    }
     saved(&state, &ctx, user).await
 }
 

@@ -16,9 +16,11 @@ pub async fn sweep_once(store: &Store, hub: &TaskHub) -> Result<()> {
             tracing::info!(requeued, "re-queued tasks with expired leases");
             hub.wake_workers();
         }
-        store.delete_expired_sessions(store::now_ms()).await?;
+        let sessions = store.delete_expired_sessions(store::now_ms()).await?;
         // Rate-limit windows are at most a day: an older bucket is full again.
-        store.prune_rate_buckets(store::now_ms() - 86_400_000).await
+        let buckets = store.prune_rate_buckets(store::now_ms() - 86_400_000).await?;
+        metrics::sweep_done("tasks", &[("tasks_requeued", requeued), ("sessions_expired", sessions), ("rate_buckets_pruned", buckets)]);
+        Ok(())
     };
     store.exclusively("sweep", sweep).await.map(|_| ())
 }
