@@ -78,6 +78,11 @@ impl Date {
         Date { year, month, day }
     }
 
+    /// The first millisecond of the day, UTC.
+    pub fn epoch_ms(&self) -> i64 {
+        crate::time::days_from_civil(self.year, self.month, self.day) * 86_400_000
+    }
+
     /// Whole years from `self` to `today`.
     pub fn age_on(&self, today: Date) -> i64 {
         let mut age = today.year - self.year;

@@ -179,6 +179,9 @@ pub struct GenerateParams {
     /// Preview frames to stream per image before the final one (0–3).
     #[serde(default)]
     pub partial_images: u32,
+    /// The price-list quality it was charged at (absent: `standard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<String>,
 }
 
 /// An edit: the first source image is edited where the mask (or, without

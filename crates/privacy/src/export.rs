@@ -30,6 +30,7 @@ pub const SECTIONS: &[&str] = &[
     "api_keys.json",
     "tasks.json",
     "assets.json",
+    "share_links.json",
     "ledger.json",
     "credits.json",
     "payments.json",
@@ -207,6 +208,8 @@ async fn write_sections(archive: &mut Archive<'_>, store: &Store, blobs: &dyn Bl
             None => break,
         }
     }
+
+    archive.json("share_links.json", &store.share_links_of_user(id).await?).await?;
 
     let mut ledger = JsonArray::open(archive, "ledger.json").await?;
     let mut before: Option<String> = None;

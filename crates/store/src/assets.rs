@@ -2,6 +2,19 @@ use domain::{Error, Result};
 
 use crate::{db_err, now_ms, with_pool, with_tx, Asset, GalleryItem, NewAsset, Page, Store, ASSET_COLUMNS};
 
+/// Which gallery entries to list; every field left empty matches all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GalleryFilter {
+    /// `output` or `upload`.
+    pub kind: Option<&'static str>,
+    /// Kept (or not) past the unsaved-output retention.
+    pub saved: Option<bool>,
+    /// Created at or after this time (epoch ms).
+    pub from_ms: Option<i64>,
+    /// Created before this time (epoch ms).
+    pub until_ms: Option<i64>,
+}
+
 macro_rules! insert_asset {
     ($tx:expr, $asset:expr, $now:expr) => {
         sqlx::query(
@@ -49,11 +62,36 @@ impl Store {
 
     /// The owner's generated images, newest first, each with its thumbnail.
     pub async fn list_gallery(&self, owner_id: &str, before: Option<&str>, limit: i64) -> Result<Page<GalleryItem>> {
+        let outputs = GalleryFilter { kind: Some("output"), ..GalleryFilter::default() };
+        self.browse_gallery(owner_id, &outputs, before, limit).await
+    }
+
+    /// The owner's uploads and outputs that pass `filter`, newest first
+    /// (keyset pages on the id), each with its thumbnail.
+    pub async fn browse_gallery(
+        &self,
+        owner_id: &str,
+        filter: &GalleryFilter,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Page<GalleryItem>> {
         let sql = format!(
-            "{GALLERY_SELECT} WHERE a.owner_id = $1 AND a.kind = 'output' AND ($2 IS NULL OR a.id < $2) ORDER BY a.id DESC LIMIT $3"
+            "{GALLERY_SELECT} WHERE a.owner_id = $1 AND a.kind IN ('output', 'upload') AND ($2 IS NULL OR a.kind = $2) \
+             AND ($3 IS NULL OR a.saved = $3) AND ($4 IS NULL OR a.created_at >= $4) AND ($5 IS NULL OR a.created_at < $5) \
+             AND ($6 IS NULL OR a.id < $6) ORDER BY a.id DESC LIMIT $7"
         );
         let rows: Vec<GalleryItem> = with_pool!(self, pool => {
-            sqlx::query_as(&sql).bind(owner_id).bind(before).bind(limit + 1).fetch_all(pool).await.map_err(db_err)?
+            sqlx::query_as(&sql)
+                .bind(owner_id)
+                .bind(filter.kind)
+                .bind(filter.saved)
+                .bind(filter.from_ms)
+                .bind(filter.until_ms)
+                .bind(before)
+                .bind(limit + 1)
+                .fetch_all(pool)
+                .await
+                .map_err(db_err)?
         });
         Ok(Page::from_rows(rows, limit, |g| &g.asset.id))
     }

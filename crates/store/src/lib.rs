@@ -18,6 +18,7 @@ mod moderation;
 mod outbox;
 mod privacy;
 mod rights;
+mod shares;
 mod stats;
 mod tasks;
 #[cfg(feature = "testing")]
@@ -32,6 +33,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use api_keys::{ApiKey, NewApiKey};
+pub use assets::GalleryFilter;
 pub use audit::{AuditEntry, AuditRecord};
 pub use cluster::{Heard, Listener, MAX_NOTIFY_BYTES};
 pub use deletion::{
@@ -50,6 +52,7 @@ pub use privacy::{
     PolicyVersion, RequestLog, DAY_MS,
 };
 pub use rights::{NewRightsRequest, RightsRequest};
+pub use shares::ShareLink;
 pub use stats::{Backlog, MigrationStatus, TaskCount};
 pub use tasks::Submitted;
 pub use users::ROLES;

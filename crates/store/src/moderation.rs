@@ -167,8 +167,9 @@ impl Store {
     }
 
     /// Files a report about an image (an upload or an output). An unknown id
-    /// is `not_found`, like an image the reporter may not see.
-    pub async fn create_report(&self, reporter_id: &str, asset_id: &str, reason: &str) -> Result<Report> {
+    /// is `not_found`, like an image the reporter may not see. Visitors of a
+    /// share link report without an account (`reporter_id` absent).
+    pub async fn create_report(&self, reporter_id: Option<&str>, asset_id: &str, reason: &str) -> Result<Report> {
         let sql = format!(
             "INSERT INTO reports (id, reporter_id, owner_id, asset_id, reason, status, created_at) \
              SELECT $1, $2, owner_id, id, $4, 'open', $5 FROM assets WHERE id = $3 AND kind IN ('upload', 'output') \

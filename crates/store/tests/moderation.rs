@@ -91,9 +91,9 @@ async fn c41_reports_name_the_owner_and_unknown_images_are_not_found(store: Stor
         })
         .await
         .unwrap();
-    let report = store.create_report(&reporter.id, &asset_id, "not ok").await.unwrap();
+    let report = store.create_report(Some(reporter.id.as_str()), &asset_id, "not ok").await.unwrap();
     assert_eq!((report.owner_id.as_str(), report.status.as_str()), (owner.id.as_str(), "open"));
-    assert_eq!(store.create_report(&reporter.id, &new_id(), "x").await.unwrap_err().code, domain::ErrorCode::NotFound);
+    assert_eq!(store.create_report(Some(reporter.id.as_str()), &new_id(), "x").await.unwrap_err().code, domain::ErrorCode::NotFound);
     let resolved = store.resolve_report(&report.id, &reporter.id, "authorities", Some("case 42")).await.unwrap();
     assert_eq!((resolved.status.as_str(), resolved.reference.as_deref()), ("resolved", Some("case 42")));
     assert!(store.reports(Some("open"), 10).await.unwrap().is_empty());

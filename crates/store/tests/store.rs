@@ -7,7 +7,9 @@ use std::fmt::Debug;
 use domain::ids::new_id;
 use domain::task::TaskStatus;
 use domain::ErrorCode;
-use store::{now_ms, Asset, GalleryItem, NewAsset, NewMail, NewSession, NewTask, NewUser, Store, Submitted, Task, TaskEvent, User};
+use store::{
+    now_ms, Asset, GalleryFilter, GalleryItem, NewAsset, NewMail, NewSession, NewTask, NewUser, Store, Submitted, Task, TaskEvent, User,
+};
 
 store::store_tests!(
     users_create_and_look_up_by_id_and_email,
@@ -32,6 +34,8 @@ store::store_tests!(
     idempotency_concurrent_submits_with_one_key_create_one_task,
     assets_output_with_thumbnail_gallery_family_and_delete,
     assets_gallery_pages_newest_first,
+    assets_gallery_filters_by_kind_saving_and_day,
+    share_links_one_per_image_the_owners_only_gone_with_the_image,
     outbox_due_retry_give_up_and_sent,
     migrate_is_idempotent,
 );
@@ -952,6 +956,66 @@ async fn assets_gallery_pages_newest_first(store: Store) {
     }
     assert_eq!(sizes, [2, 2, 1]);
     assert_eq!(seen, outputs);
+}
+
+async fn assets_gallery_filters_by_kind_saving_and_day(store: Store) {
+    let alice = user(&store, "filters@example.test").await;
+    let (kept, dropped, upload) =
+        (asset(&alice, None, "output", None), asset(&alice, None, "output", None), asset(&alice, None, "upload", None));
+    for a in [&kept, &dropped, &upload] {
+        store.insert_asset(a).await.unwrap();
+    }
+    store.insert_asset(&asset(&alice, None, "thumbnail", Some(&kept.id))).await.unwrap();
+    store.set_asset_saved(&alice.id, &kept.id, true).await.unwrap();
+    let ids = |page: store::Page<GalleryItem>| page.items.into_iter().map(|g| g.asset.id).collect::<Vec<_>>();
+    let browse = |filter: GalleryFilter| {
+        let store = store.clone();
+        let owner = alice.id.clone();
+        async move { store.browse_gallery(&owner, &filter, None, 10).await.unwrap() }
+    };
+    assert_eq!(ids(browse(GalleryFilter::default()).await).len(), 3, "uploads and outputs, never thumbnails");
+    assert_eq!(ids(browse(GalleryFilter { kind: Some("upload"), ..Default::default() }).await), vec![upload.id.clone()]);
+    assert_eq!(ids(browse(GalleryFilter { kind: Some("output"), saved: Some(true), ..Default::default() }).await), vec![kept.id.clone()]);
+    assert_eq!(
+        ids(browse(GalleryFilter { kind: Some("output"), saved: Some(false), ..Default::default() }).await),
+        vec![dropped.id.clone()]
+    );
+    let now = now_ms();
+    assert_eq!(
+        ids(browse(GalleryFilter { from_ms: Some(now - 60_000), until_ms: Some(now + 60_000), ..Default::default() }).await).len(),
+        3
+    );
+    assert!(ids(browse(GalleryFilter { from_ms: Some(now + 60_000), ..Default::default() }).await).is_empty());
+    assert!(ids(browse(GalleryFilter { until_ms: Some(now - 60_000), ..Default::default() }).await).is_empty());
+    assert_eq!(ids(store.list_gallery(&alice.id, None, 10).await.unwrap()).len(), 2, "the outputs-only listing is unchanged");
+}
+
+async fn share_links_one_per_image_the_owners_only_gone_with_the_image(store: Store) {
+    let alice = user(&store, "share@example.test").await;
+    let bob = user(&store, "share.bob@example.test").await;
+    let image = asset(&alice, None, "output", None);
+    let thumb = asset(&alice, None, "thumbnail", Some(&image.id));
+    store.insert_asset(&image).await.unwrap();
+    store.insert_asset(&thumb).await.unwrap();
+
+    assert_eq!(store.share_link_of(&alice.id, &image.id).await.unwrap(), None, "off by default");
+    assert_eq!(code(store.create_share_link(&bob.id, &image.id, "bobs-token").await), ErrorCode::NotFound);
+    assert_eq!(code(store.create_share_link(&alice.id, &thumb.id, "thumb-token").await), ErrorCode::NotFound, "only uploads and outputs");
+    let link = store.create_share_link(&alice.id, &image.id, "first-token").await.unwrap();
+    assert_eq!((link.token.as_str(), link.asset_id.as_str()), ("first-token", image.id.as_str()));
+    assert_eq!(store.create_share_link(&alice.id, &image.id, "second-token").await.unwrap(), link, "one link per image");
+    assert_eq!(store.shared_asset("first-token").await.unwrap().id, image.id);
+    assert_eq!(code(store.shared_asset("second-token").await), ErrorCode::NotFound);
+    assert!(!store.delete_share_link(&bob.id, &image.id).await.unwrap(), "someone else cannot revoke it");
+    assert!(store.delete_share_link(&alice.id, &image.id).await.unwrap());
+    assert_eq!(code(store.shared_asset("first-token").await), ErrorCode::NotFound);
+
+    store.create_share_link(&alice.id, &image.id, "third-token").await.unwrap();
+    assert_eq!(store.share_links_of_user(&alice.id).await.unwrap().len(), 1);
+    assert!(store.share_links_of_user(&bob.id).await.unwrap().is_empty());
+    assert!(store.delete_asset(&alice.id, &image.id).await.unwrap());
+    assert_eq!(code(store.shared_asset("third-token").await), ErrorCode::NotFound);
+    assert!(store.share_links_of_user(&alice.id).await.unwrap().is_empty(), "the link went with its image");
 }
 
 // ---------------------------------------------------------------- outbox

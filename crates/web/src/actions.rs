@@ -358,6 +358,9 @@ pub struct EditBody {
     pub output_compression: Option<u32>,
     #[serde(default)]
     pub background: Option<String>,
+    /// Preview frames per image sent on the account's event stream (0–3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_images: Option<u32>,
 }
 
 pub async fn submit_edit(state: &AppState, user: &User, id: &str, body: EditBody, key: Option<String>) -> Result<Submitted, Error> {
@@ -371,7 +374,10 @@ pub async fn submit_edit(state: &AppState, user: &User, id: &str, body: EditBody
         n: validate_n(body.n.unwrap_or(1), &state.config.limits)?,
         seed: body.seed.unwrap_or_else(rand::random),
         output: output_of(body.output_format.as_deref(), body.output_compression, body.background.as_deref())?,
-        partial_images: 0,
+        partial_images: match body.partial_images.unwrap_or(0) {
+            n if n <= engines::MAX_PARTIAL_IMAGES => n,
+            _ => return Err(Error::invalid(format!("partial_images must be between 0 and {}", engines::MAX_PARTIAL_IMAGES))),
+        },
     };
     queue_edit(state, user, order, hash_of(TaskKind::Edit, id, &body), key).await
 }
@@ -497,37 +503,59 @@ pub struct ActionForm {
     pub style: Option<String>,
 }
 
-/// The image page's "Upscale to 4K" button.
+/// The image page's task buttons.
+enum Button {
+    Upscale,
+    Restyle,
+    Variation,
+}
+
+/// Queues a button's task for the signed-in owner and shows its task page.
+async fn press(state: AppState, ctx: Ctx, id: String, form: ActionForm, button: Button) -> ApiResult<Response> {
+    let user = match signed_in(&ctx) {
+        Ok(user) => user,
+        Err(redirect) => return Ok(redirect),
+    };
+    check_csrf(&ctx, &form._csrf)?;
+    let submitted = match button {
+        Button::Upscale => submit_upscale(&state, user, &id, UpscaleBody::default(), None).await?,
+        Button::Restyle => {
+            let body = RestyleBody { style: form.style.unwrap_or_default(), ..Default::default() };
+            submit_restyle(&state, user, &id, body, None).await?
+        }
+        Button::Variation => submit_variation(&state, user, &id, VariationBody::default(), None).await?,
+    };
+    Ok(Redirect::to(&format!("/tasks/{}", submitted.task().id)).into_response())
+}
+
+/// "Upscale to 4K".
 pub async fn upscale_form(
     State(state): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
     FormBody(form): FormBody<ActionForm>,
 ) -> ApiResult<Response> {
-    let user = match signed_in(&ctx) {
-        Ok(user) => user.clone(),
-        Err(redirect) => return Ok(redirect),
-    };
-    check_csrf(&ctx, &form._csrf)?;
-    let submitted = submit_upscale(&state, &user, &id, UpscaleBody::default(), None).await?;
-    Ok(Redirect::to(&format!("/tasks/{}", submitted.task().id)).into_response())
+    press(state, ctx, id, form, Button::Upscale).await
 }
 
-/// The image page's "Restyle" form.
+/// "Restyle" with the chosen style.
 pub async fn restyle_form(
     State(state): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
     FormBody(form): FormBody<ActionForm>,
 ) -> ApiResult<Response> {
-    let user = match signed_in(&ctx) {
-        Ok(user) => user.clone(),
-        Err(redirect) => return Ok(redirect),
-    };
-    check_csrf(&ctx, &form._csrf)?;
-    let body = RestyleBody { style: form.style.unwrap_or_default(), ..Default::default() };
-    let submitted = submit_restyle(&state, &user, &id, body, None).await?;
-    Ok(Redirect::to(&format!("/tasks/{}", submitted.task().id)).into_response())
+    press(state, ctx, id, form, Button::Restyle).await
+}
+
+/// "Variations".
+pub async fn variation_form(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    FormBody(form): FormBody<ActionForm>,
+) -> ApiResult<Response> {
+    press(state, ctx, id, form, Button::Variation).await
 }
 
 /// The action forms shown on an image's page.
@@ -553,8 +581,11 @@ pub fn image_actions_html(ctx: &Ctx, asset: &Asset) -> String {
         .map(|s| format!(r#"<option value="{s}">{}</option>"#, t(&format!("style.{s}"))))
         .collect();
     format!(
-        r#"<div class="actions">{upscale}<form method="post" action="/images/{id}/restyle" class="inline"><input type="hidden" name="_csrf" value="{csrf}"><label>{style_t} <select name="style">{options}</select></label> <button>{restyle}</button></form></div>"#,
+        r#"<div class="actions">{upscale}<form method="post" action="/images/{id}/variations" class="inline"><input type="hidden" name="_csrf" value="{csrf}"><button class="secondary">{variations}</button></form> <a class="button secondary" href="/generate?source={id}">{edit}</a>
+<form method="post" action="/images/{id}/restyle" class="inline"><input type="hidden" name="_csrf" value="{csrf}"><label>{style_t} <select name="style">{options}</select></label> <button>{restyle}</button></form></div>"#,
         id = asset.id,
+        variations = t("image.variations"),
+        edit = t("image.edit"),
         style_t = t("generate.style"),
         restyle = t("image.restyle"),
     )

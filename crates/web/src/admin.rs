@@ -331,7 +331,7 @@ pub async fn create_report(State(state): State<AppState>, api: ApiUser, JsonBody
     if reason.is_empty() || reason.chars().count() > 1000 {
         return Err(Error::invalid("give a reason of 1 to 1000 characters").into());
     }
-    let report = state.store.create_report(&api.user.id, checked_id(&body.asset_id)?, reason).await?;
+    let report = state.store.create_report(Some(api.user.id.as_str()), checked_id(&body.asset_id)?, reason).await?;
     tracing::info!(report = %report.id, "image reported");
     Ok((StatusCode::CREATED, Json(json!({ "id": report.id, "status": report.status }))).into_response())
 }

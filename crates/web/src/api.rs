@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use domain::ids::{is_valid_id, to_hex};
-use domain::params::{parse_style, validate_n, validate_prompt, GenerateParams, ImageSize};
+use domain::params::{parse_style, validate_n, validate_prompt, Background, GenerateParams, ImageSize, Output, OutputFormat};
 use domain::task::TaskKind;
 use domain::{Error, ErrorCode};
 use serde::de::DeserializeOwned;
@@ -87,6 +87,30 @@ pub struct SubmitTask {
     pub n: Option<u32>,
     #[serde(default)]
     pub seed: Option<u64>,
+    /// A model name of the engine router (default: the configured one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// A quality of the price list (default: `standard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<String>,
+    /// Preview frames per image sent on the account's event stream (0–3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_images: Option<u32>,
+}
+
+/// The model names people may pick: the configured one, then every name
+/// the engine router has a route for.
+pub fn models(state: &AppState) -> Vec<String> {
+    let mut names = vec![state.config.model.clone()];
+    names.extend(state.engines.models().into_iter().filter(|m| *m != state.config.model));
+    names
+}
+
+/// The qualities of the price list, `standard` first.
+pub fn qualities(state: &AppState) -> Vec<String> {
+    let mut names: Vec<String> = state.config.billing.prices.qualities.keys().cloned().collect();
+    names.sort_by_key(|q| q != "standard");
+    names
 }
 
 /// Validates, prices and queues a generate task for `user`; shared by the
@@ -102,12 +126,35 @@ pub async fn submit(state: &AppState, user: &User, request: SubmitTask, idempote
             return Err(Error::invalid("Idempotency-Key must be 1 to 255 visible ASCII characters"));
         }
     }
+    let model = match request.model.as_deref() {
+        None => state.config.model.clone(),
+        Some(m) => models(state)
+            .into_iter()
+            .find(|known| known == m)
+            .ok_or_else(|| Error::invalid(format!("model must be one of {}", models(state).join(", "))))?,
+    };
+    let quality = request.quality.clone().unwrap_or_else(|| "standard".into());
+    if !qualities(state).contains(&quality) {
+        return Err(Error::invalid(format!("quality must be one of {}", qualities(state).join(", "))));
+    }
+    let partial_images = request.partial_images.unwrap_or(0);
+    if partial_images > engines::MAX_PARTIAL_IMAGES {
+        return Err(Error::invalid(format!("partial_images must be between 0 and {}", engines::MAX_PARTIAL_IMAGES)));
+    }
     let request_hash = to_hex(&Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()));
     let seed = request.seed.unwrap_or_else(rand::random);
-    let params = GenerateParams { size, style, n, seed, output: Default::default(), partial_images: 0 };
+    let params = GenerateParams {
+        size,
+        style,
+        n,
+        seed,
+        output: Default::default(),
+        partial_images,
+        quality: request.quality.is_some().then(|| quality.clone()),
+    };
     crate::moderation::screen_prompt(state, user, &prompt).await?;
     // The price, held from the balance inside the submit transaction.
-    let cost = crate::billing::price_of(state, user, &size.label(), n).await?;
+    let cost = crate::billing::price_with(state, user, &model, &size.label(), &quality, n).await?;
     let submitted = state
         .store
         .submit_task(NewTask {
@@ -116,7 +163,7 @@ pub async fn submit(state: &AppState, user: &User, request: SubmitTask, idempote
             prompt,
             params: serde_json::to_string(&params).map_err(|e| Error::internal(e.to_string()))?,
             provider: Some(state.config.provider.clone()),
-            model: Some(state.config.model.clone()),
+            model: Some(model),
             cost,
             max_attempts: state.config.max_attempts,
             idempotency_key,
@@ -246,6 +293,25 @@ pub async fn cancel_task(State(state): State<AppState>, api: ApiUser, Path(id): 
 #[derive(Debug, Deserialize)]
 pub struct DownloadQuery {
     pub download: Option<String>,
+    /// `png`, `jpeg` or `webp`: converted on the fly when the image is
+    /// stored in another format.
+    pub format: Option<String>,
+}
+
+/// JPEG and WebP quality of converted downloads.
+const CONVERT_QUALITY: u32 = 92;
+
+/// The stored bytes as `format`; the same bytes when it is the stored one.
+async fn converted(state: &AppState, bytes: Vec<u8>, stored: &str, format: OutputFormat) -> Result<(Vec<u8>, &'static str), Error> {
+    if OutputFormat::from_content_type(stored) == Some(format) {
+        return Ok((bytes, format.content_type()));
+    }
+    let limits = state.config.decode_limits;
+    let output = Output::new(format, Some(CONVERT_QUALITY), Background::Auto)?;
+    let encoded = tokio::task::spawn_blocking(move || imaging::decode(&bytes, &limits).and_then(|d| imaging::encode(&d.image, &output)))
+        .await
+        .map_err(|e| Error::internal(format!("conversion failed: {e}")))??;
+    Ok((encoded.bytes, format.content_type()))
 }
 
 pub async fn download_asset(
@@ -254,23 +320,24 @@ pub async fn download_asset(
     Path(id): Path<String>,
     QueryParams(q): QueryParams<DownloadQuery>,
 ) -> ApiResult<Response> {
+    let format = q.format.as_deref().map(OutputFormat::parse).transpose()?;
     let asset = state.store.get_asset(&api.user.id, checked_id(&id)?).await?;
     let bytes = state.blobs.get(&asset.storage_key).await?.ok_or_else(|| {
         tracing::error!(asset = %asset.id, "object missing from the blob store");
         Error::not_found()
     })?;
-    let extension = match asset.content_type.as_str() {
-        "image/jpeg" => "jpg",
-        "image/webp" => "webp",
-        _ => "png",
+    let (bytes, content_type) = match format {
+        Some(format) => {
+            let (bytes, content_type) = converted(&state, bytes, &asset.content_type, format).await?;
+            (bytes, content_type.to_string())
+        }
+        None => (bytes, asset.content_type.clone()),
     };
+    let extension = OutputFormat::from_content_type(&content_type).unwrap_or_default().extension();
     let disposition = if q.download.is_some() { "attachment" } else { "inline" };
     let mut response = bytes.into_response();
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&asset.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")));
     h.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_str(&format!("{disposition}; filename=\"atelier-{}.{extension}\"", asset.id)).expect("ids are ASCII"),

@@ -32,11 +32,16 @@ fn config(state: &AppState) -> &BillingConfig {
 /// first-seen account its sign-up credits and expires its overdue lots, so
 /// the hold that follows sees the true balance.
 pub async fn price_of(state: &AppState, user: &User, size: &str, n: u32) -> Result<i64, Error> {
+    price_with(state, user, &state.config.model, size, "standard", n).await
+}
+
+/// [`price_of`] for a chosen model and price-list quality.
+pub async fn price_with(state: &AppState, user: &User, model: &str, size: &str, quality: &str, n: u32) -> Result<i64, Error> {
     let config = config(state);
     if !config.enabled {
         return Ok(0);
     }
-    let cost = config.price(&state.config.model, size, "standard", n)?;
+    let cost = config.price(model, size, quality, n)?;
     billing::ensure_signup_grant(&state.store, config, user).await?;
     state.store.expire_credits(Some(&user.id)).await?;
     Ok(cost)

@@ -13,6 +13,8 @@ mod consent;
 mod context;
 mod deletion;
 mod error;
+mod gallery;
+mod generate;
 pub mod i18n;
 mod legal;
 mod moderation;
@@ -25,6 +27,7 @@ mod ratelimit;
 mod retention;
 mod rights_admin;
 mod security;
+mod share;
 mod sse;
 mod support;
 mod tags;
@@ -210,9 +213,19 @@ pub fn router(state: AppState) -> Router {
                 .post(account_security::upload_avatar)
                 .layer(DefaultBodyLimit::max(account_security::AVATAR_MAX_BYTES + (64 << 10))),
         )
-        .route("/generate", get(pages::generate_form).post(pages::generate))
+        .route("/generate", get(generate::generate_form).post(generate::generate))
+        .route("/static/styles/{file}", get(generate::style_preview))
         .route("/tasks/{id}", get(pages::task_page))
-        .route("/gallery", get(pages::gallery))
+        .route("/api/v1/events", get(sse::account_events))
+        .route("/gallery", get(gallery::gallery))
+        .route("/gallery/delete", post(gallery::delete_selected))
+        .route("/api/v1/gallery", get(gallery::api_gallery))
+        .route("/images/{id}/variations", post(actions::variation_form))
+        .route("/images/{id}/share", post(share::share_form))
+        .route("/api/v1/images/{id}/share", get(share::api_get).post(share::api_create).delete(share::api_revoke))
+        .route("/s/{token}", get(share::shared_view))
+        .route("/s/{token}/image", get(share::shared_image))
+        .route("/s/{token}/report", post(share::report))
         .route("/images/{id}", get(pages::image_page))
         .route("/images/{id}/delete", post(pages::delete_image_form))
         .route("/images/{id}/save", post(retention::save_form))

@@ -427,6 +427,7 @@ async fn submit(state: &AppState, user: &User, plan: &Plan, request_hash: String
         seed: rand::random(),
         output: plan.output,
         partial_images: plan.partial_images,
+        quality: None,
     };
     crate::moderation::screen_prompt(state, user, &plan.prompt).await?;
     let cost = crate::billing::price_of(state, user, &crate::actions::price_label(plan.size.width, plan.size.height), plan.n).await?;

@@ -5,7 +5,7 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
-use domain::params::{GenerateParams, SIZES, STYLES};
+use domain::params::{GenerateParams, OutputFormat};
 use domain::task::TaskStatus;
 use domain::time::format_utc;
 use domain::{Error, ErrorCode};
@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use store::{Task, TaskEvent, User};
 
-use crate::api::{apply_account_update, checked_id, delete_image, submit, AccountUpdate, PageQuery, QueryParams, SubmitTask};
+use crate::api::{apply_account_update, checked_id, delete_image, AccountUpdate};
 use crate::context::{tokens_match, Ctx};
 use crate::error::{ApiError, ApiResult};
 use crate::i18n::{I18n, Lang};
@@ -161,86 +161,8 @@ pub struct CsrfOnly {
     pub _csrf: String,
 }
 
-fn options(lang: &Lang, values: &[String], selected: &str, label_prefix: Option<&str>) -> String {
-    values
-        .iter()
-        .map(|v| {
-            let label = label_prefix.map_or_else(|| v.clone(), |p| lang.t(&format!("{p}.{v}")));
-            format!(r#"<option value="{}"{}>{}</option>"#, esc(v), if v == selected { " selected" } else { "" }, esc(&label))
-        })
-        .collect()
-}
-
-fn generate_body(ctx: &Ctx, state: &AppState, form: &GenerateForm, error: Option<&Error>) -> String {
-    let t = |k: &str| esc(&ctx.lang.t(k));
-    let sizes: Vec<String> = SIZES.iter().map(|(w, h)| format!("{w}x{h}")).collect();
-    let styles: Vec<String> = STYLES.iter().map(|s| s.to_string()).collect();
-    format!(
-        r#"<section class="card"><h1>{title}</h1>{error}
-<form method="post" action="/generate" class="stack" id="generate-form">
-<input type="hidden" name="_csrf" value="{csrf}">
-<label>{prompt_l}<textarea name="prompt" rows="4" required maxlength="{max}" data-counter="prompt-count">{prompt}</textarea>
-<small><span id="prompt-count">0</span> / {max}</small></label>
-<div class="row">
-<label>{size_l}<select name="size">{size_o}</select></label>
-<label>{style_l}<select name="style">{style_o}</select></label>
-</div>
-{price}<button>{submit}</button>
-</form>
-<div id="live" class="live" hidden aria-live="polite"{labels}><p class="status"></p><progress max="100" value="0"></progress><div class="grid results"></div></div>
-</section>"#,
-        title = t("generate.title"),
-        error = error.map(|e| error_box(ctx.lang, e)).unwrap_or_default(),
-        csrf = esc(&ctx.csrf),
-        prompt_l = t("generate.prompt"),
-        max = state.config.limits.prompt_max_chars,
-        prompt = esc(&form.prompt),
-        size_l = t("generate.size"),
-        size_o = options(ctx.lang, &sizes, form.size.as_deref().unwrap_or("1024x1024"), None),
-        style_l = t("generate.style"),
-        style_o = options(ctx.lang, &styles, form.style.as_deref().unwrap_or("none"), Some("style")),
-        submit = t("generate.submit"),
-        labels = status_labels(ctx.lang),
-        price = crate::billing::price_note(ctx, state),
-    )
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct GenerateForm {
-    #[serde(default)]
-    pub prompt: String,
-    pub size: Option<String>,
-    pub style: Option<String>,
-    #[serde(default)]
-    pub _csrf: String,
-}
-
-pub async fn generate_form(State(state): State<AppState>, ctx: Ctx) -> Response {
-    if let Err(redirect) = signed_in(&ctx) {
-        return redirect;
-    }
-    page(&ctx, StatusCode::OK, &ctx.lang.t("generate.title"), &generate_body(&ctx, &state, &GenerateForm::default(), None))
-}
-
-/// The no-script path of the generate page: queue, then show the task page.
-pub async fn generate(State(state): State<AppState>, ctx: Ctx, FormBody(form): FormBody<GenerateForm>) -> Response {
-    let user = match signed_in(&ctx) {
-        Ok(user) => user,
-        Err(redirect) => return redirect,
-    };
-    let attempt = async {
-        check_csrf(&ctx, &form._csrf)?;
-        let request = SubmitTask { prompt: form.prompt.clone(), size: form.size.clone(), style: form.style.clone(), n: None, seed: None };
-        submit(&state, user, request, None).await
-    };
-    match attempt.await {
-        Ok(submitted) => Redirect::to(&format!("/tasks/{}", submitted.task().id)).into_response(),
-        Err(e) => page(&ctx, status_of(&e), &ctx.lang.t("generate.title"), &generate_body(&ctx, &state, &form, Some(&e))),
-    }
-}
-
 /// Status names for the live updater, as `data-l-*` attributes.
-fn status_labels(lang: &Lang) -> String {
+pub(crate) fn status_labels(lang: &Lang) -> String {
     ["queued", "running", "succeeded", "failed", "canceled"]
         .iter()
         .map(|s| format!(r#" data-l-{s}="{}""#, esc(&lang.t(&format!("status.{s}")))))
@@ -328,41 +250,6 @@ pub async fn task_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<S
     Ok(page(&ctx, StatusCode::OK, &ctx.lang.t("task.title"), &body))
 }
 
-pub async fn gallery(State(state): State<AppState>, ctx: Ctx, QueryParams(query): QueryParams<PageQuery>) -> ApiResult<Response> {
-    let user = match signed_in(&ctx) {
-        Ok(user) => user,
-        Err(redirect) => return Ok(redirect),
-    };
-    let (before, _) = query.checked()?;
-    let page_items = state.store.list_gallery(&user.id, before, 24).await?;
-    let t = |k: &str| esc(&ctx.lang.t(k));
-    let cells: String = page_items
-        .items
-        .iter()
-        .map(|g| {
-            format!(
-                r#"<a class="tile" href="/images/{id}"><img src="/api/v1/assets/{thumb}" alt="{alt}" loading="lazy"></a>"#,
-                id = g.asset.id,
-                thumb = g.thumbnail_id.as_deref().unwrap_or(&g.asset.id),
-                alt = esc(&ctx.lang.t("gallery.alt").replace("{date}", &format_utc(g.asset.created_at))),
-            )
-        })
-        .collect();
-    let content = if cells.is_empty() && before.is_none() {
-        format!(r#"<div class="empty"><p>{}</p><a class="button" href="/generate">{}</a></div>"#, t("gallery.empty"), t("nav.generate"))
-    } else {
-        format!(r#"<div class="grid gallery">{cells}</div>"#)
-    };
-    let more = page_items
-        .next_cursor
-        .map(|c| {
-            format!(r#"<p class="pager"><a class="button secondary" href="/gallery?before={}">{}</a></p>"#, esc(&c), t("gallery.older"))
-        })
-        .unwrap_or_default();
-    let body = format!(r#"<section><h1>{}</h1>{content}{more}</section>"#, t("gallery.title"));
-    Ok(page(&ctx, StatusCode::OK, &ctx.lang.t("gallery.title"), &body))
-}
-
 pub async fn image_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
     let user = match signed_in(&ctx) {
         Ok(user) => user,
@@ -377,14 +264,15 @@ pub async fn image_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<
         Some(task) => state.store.task_events(&user.id, &task.id).await?,
         None => Vec::new(),
     };
+    let share = crate::share::share_html(&state, &ctx, &asset).await?;
     let t = |k: &str| esc(&ctx.lang.t(k));
     let prompt = task.as_ref().map(|t| t.prompt.as_str()).unwrap_or("");
     let body = format!(
         r#"<section class="card detail"><figure><img src="/api/v1/assets/{id}" alt="{alt}" width="{w}" height="{h}"></figure>
 <div class="meta"><h1>{title}</h1><blockquote class="prompt">{prompt}</blockquote>{params}
 <dl class="params"><dt>{dims_t}</dt><dd>{w} × {h}</dd><dt>{created_t}</dt><dd>{created} UTC</dd></dl>
-<p class="actions"><a class="button" href="/api/v1/assets/{id}?download=1" download>{download}</a></p>
-{retention}{actions}
+<p class="actions downloads"><span>{download}</span>{downloads}</p>
+{retention}{actions}{share}
 <form method="post" action="/images/{id}/delete" data-confirm="{confirm}"><input type="hidden" name="_csrf" value="{csrf}"><button class="danger">{delete}</button></form>
 <h2>{timeline_t}</h2>{timeline}</div></section>"#,
         id = asset.id,
@@ -398,6 +286,7 @@ pub async fn image_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<
         created_t = t("image.created"),
         created = esc(&format_utc(asset.created_at)),
         download = t("image.download"),
+        downloads = download_links(&asset),
         retention = crate::retention::save_toggle_html(&ctx, &asset),
         actions = crate::actions::image_actions_html(&ctx, &asset),
         confirm = t("image.delete_confirm"),
@@ -407,6 +296,23 @@ pub async fn image_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<
         timeline = timeline_html(ctx.lang, &events),
     );
     Ok(page(&ctx, StatusCode::OK, &ctx.lang.t("image.title"), &body))
+}
+
+/// One download link per format; the stored one first, the others converted.
+fn download_links(asset: &store::Asset) -> String {
+    let stored = OutputFormat::from_content_type(&asset.content_type).unwrap_or_default();
+    std::iter::once(stored)
+        .chain([OutputFormat::Png, OutputFormat::Jpeg, OutputFormat::Webp].into_iter().filter(|f| *f != stored))
+        .map(|f| {
+            format!(
+                r#" <a class="button{class}" href="/api/v1/assets/{id}?download=1&amp;format={name}" download>{label}</a>"#,
+                class = if f == stored { "" } else { " secondary" },
+                id = asset.id,
+                name = f.as_str(),
+                label = f.as_str().to_uppercase(),
+            )
+        })
+        .collect()
 }
 
 pub async fn delete_image_form(
@@ -502,11 +408,18 @@ pub async fn update_account(State(state): State<AppState>, ctx: Ctx, FormBody(fo
 
 const APP_CSS: &str = include_str!("../static/app.css");
 const APP_JS: &str = include_str!("../static/app.js");
+const GENERATE_JS: &str = include_str!("../static/generate.js");
+const MASK_JS: &str = include_str!("../static/mask.js");
+const GALLERY_JS: &str = include_str!("../static/gallery.js");
 
 pub async fn static_file(Path(file): Path<String>) -> Response {
+    const JS: &str = "text/javascript; charset=utf-8";
     let (body, content_type) = match file.as_str() {
         "app.css" => (APP_CSS, "text/css; charset=utf-8"),
-        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        "app.js" => (APP_JS, JS),
+        "generate.js" => (GENERATE_JS, JS),
+        "mask.js" => (MASK_JS, JS),
+        "gallery.js" => (GALLERY_JS, JS),
         _ => return ApiError(Error::not_found()).into_response(),
     };
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()

@@ -36,6 +36,9 @@ pub fn save_toggle_html(ctx: &Ctx, asset: &Asset) -> String {
 pub struct SaveForm {
     #[serde(default)]
     pub saved: bool,
+    /// `gallery`: back to the gallery (its one-click save) instead of the image.
+    #[serde(default)]
+    pub back: Option<String>,
     #[serde(default)]
     pub _csrf: String,
 }
@@ -52,5 +55,8 @@ pub async fn save_form(
     };
     check_csrf(&ctx, &form._csrf)?;
     let asset = state.store.set_asset_saved(&user.id, checked_id(&id)?, form.saved).await?;
+    if form.back.as_deref() == Some("gallery") {
+        return Ok(Redirect::to("/gallery").into_response());
+    }
     Ok(Redirect::to(&format!("/images/{}", asset.id)).into_response())
 }

@@ -1,8 +1,6 @@
 // Progressive enhancement for Atelier's pages: every form also works without
 // this script. Loaded as a module (CSP allows only same-origin scripts).
 
-const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
-
 function label(el, status) {
   return el.dataset[`l${status[0].toUpperCase()}${status.slice(1)}`] ?? status;
 }
@@ -27,22 +25,6 @@ function watchTask(id, el, onDone) {
   };
 }
 
-function showOutputs(container, task) {
-  container.replaceChildren(
-    ...task.outputs.map((o) => {
-      const a = document.createElement("a");
-      a.href = `/images/${o.id}`;
-      const img = document.createElement("img");
-      img.src = o.thumbnail_url ?? o.url;
-      img.alt = task.prompt;
-      img.width = o.width;
-      img.height = o.height;
-      a.append(img);
-      return a;
-    }),
-  );
-}
-
 for (const area of document.querySelectorAll("textarea[data-counter]")) {
   const counter = document.getElementById(area.dataset.counter);
   const update = () => (counter.textContent = [...area.value].length);
@@ -50,37 +32,9 @@ for (const area of document.querySelectorAll("textarea[data-counter]")) {
   update();
 }
 
-const form = document.getElementById("generate-form");
-if (form) {
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const live = document.getElementById("live");
-    const button = form.querySelector("button");
-    const data = new FormData(form);
-    button.disabled = true;
-    try {
-      const response = await fetch("/api/v1/tasks", {
-        method: "POST",
-        headers: { "content-type": "application/json", "x-csrf-token": csrf, "idempotency-key": crypto.randomUUID() },
-        body: JSON.stringify({ prompt: data.get("prompt"), size: data.get("size"), style: data.get("style") }),
-      });
-      if (!response.ok) {
-        // Let the server render the translated error on the classic path.
-        HTMLFormElement.prototype.submit.call(form);
-        return;
-      }
-      const task = await response.json();
-      live.hidden = false;
-      live.querySelector(".results").replaceChildren();
-      watchTask(task.id, live, (done) => {
-        showOutputs(live.querySelector(".results"), done);
-        button.disabled = false;
-      });
-    } catch {
-      button.disabled = false;
-    }
-  });
-}
+// Page-specific modules, loaded only where their page is.
+if (document.getElementById("generate-form")) import("/static/generate.js");
+if (document.getElementById("bulk")) import("/static/gallery.js");
 
 const taskCard = document.querySelector("[data-watch]");
 if (taskCard) {

@@ -370,7 +370,7 @@ async fn c41_non_admins_get_404_on_every_admin_route() {
     let owner_id = owner.signed_up("owner@example.org").await;
     let asset = upload(&mut owner).await.json()["id"].as_str().unwrap().to_string();
     owner.submit(json!({"prompt": "grimlock"})).await;
-    let report = app.state.store.create_report(&owner_id, &asset, "test").await.unwrap().id;
+    let report = app.state.store.create_report(Some(owner_id.as_str()), &asset, "test").await.unwrap().id;
     let event = app.state.store.moderation_events(Some("open"), None, 1).await.unwrap()[0].id.clone();
     let fill = |p: &str| p.replace("{user}", &owner_id).replace("{report}", &report).replace("{event}", &event);
 

@@ -86,6 +86,9 @@ async fn populate(app: &App, client: &mut Client, tag: &str, images: usize) -> (
         left -= n;
     }
     app.run_tasks().await;
+    let newest = client.api(Method::GET, "/api/v1/gallery?limit=1", None, &[]).await.json()["items"][0]["id"].as_str().unwrap().to_string();
+    let shared = client.api(Method::POST, &format!("/api/v1/images/{newest}/share"), None, &[]).await;
+    assert_eq!(shared.status, StatusCode::CREATED, "{}", shared.text());
     let store = &app.state.store;
     store.adjust_credits(&id, 25, &format!("{tag} goodwill credits")).await.unwrap();
     store.create_ticket(&id, &format!("{tag} ticket subject"), &format!("{tag} ticket body")).await.unwrap();
@@ -209,6 +212,9 @@ async fn c35_export_holds_every_record_and_image_of_the_account_and_nothing_else
     assert!(text("notices.json").contains("verify_email"));
     assert!(text("sessions.json").contains(&owner_id));
     assert!(text("audit.json").contains("export_requested"));
+    let links = json_of(&files, "share_links.json");
+    assert_eq!(links.as_array().unwrap().len(), 1);
+    assert_eq!(links[0]["token"], store.share_links_of_user(&owner_id).await.unwrap()[0].token.as_str());
 
     // Nothing of the other account, and no secret, anywhere in the archive.
     let mut foreign =
@@ -218,6 +224,7 @@ async fn c35_export_holds_every_record_and_image_of_the_account_and_nothing_else
     assert!(!other_assets.is_empty());
     foreign.extend(other_assets.drain(..).map(|a| a.id));
     foreign.push(api_secret);
+    foreign.extend(store.share_links_of_user(&other_id).await.unwrap().into_iter().map(|l| l.token));
     for (name, bytes) in &files {
         for needle in &foreign {
             assert!(!contains(bytes, needle), "{name} contains {needle:?}");

@@ -104,6 +104,9 @@ async fn c29_c31_c33_deletion_with_grace_cancel_and_purge_leaves_nothing_of_the_
             .as_str()
             .unwrap()
             .to_string();
+        let shared = browser.api(Method::POST, &format!("/api/v1/images/{}/share", gallery.items[0].asset.id), None, &[]).await.json();
+        let share_page = format!("/s/{}", shared["token"].as_str().unwrap());
+        assert_eq!(app.client().get(&share_page).await.status, StatusCode::OK);
         let mut laptop = signed_in(&app, email).await;
         assert_eq!(with_key(&app, &key).await, StatusCode::OK);
         assert!(!store.ledger_entries(&id, None, 10).await.unwrap().items.is_empty());
@@ -118,6 +121,7 @@ async fn c29_c31_c33_deletion_with_grace_cancel_and_purge_leaves_nothing_of_the_
         assert_eq!(account_status(&mut browser).await, StatusCode::UNAUTHORIZED);
         assert_eq!(account_status(&mut laptop).await, StatusCode::UNAUTHORIZED);
         assert_eq!(with_key(&app, &key).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(app.client().get(&share_page).await.status, StatusCode::NOT_FOUND, "no public link while the account is disabled");
         assert!(store.sessions_of_user(&id).await.unwrap().is_empty());
         let refused = app.client().post_form("/signin", &[("email", email), ("password", PASSWORD)]).await;
         assert_ne!(refused.status, StatusCode::SEE_OTHER, "a disabled account cannot sign in");
@@ -158,13 +162,25 @@ async fn c29_c31_c33_deletion_with_grace_cancel_and_purge_leaves_nothing_of_the_
         // No row of the account in any table, checked column by column of
         // the schema the database reports; nor its email anywhere.
         let tables: std::collections::BTreeSet<String> = schema_columns(&store).await.into_iter().map(|(t, _)| t).collect();
-        for expected in
-            ["users", "sessions", "tasks", "task_events", "assets", "ledger", "payments", "support_tickets", "audit_log", "outbox"]
-        {
+        for expected in [
+            "users",
+            "sessions",
+            "tasks",
+            "task_events",
+            "assets",
+            "share_links",
+            "ledger",
+            "payments",
+            "support_tickets",
+            "audit_log",
+            "outbox",
+        ] {
             assert!(tables.contains(expected), "{expected} is in the schema");
         }
         assert_eq!(rows_mentioning(&store, &id).await, vec![], "rows naming the account");
         assert_eq!(rows_mentioning(&store, email).await, vec![], "rows holding its email");
+        assert_eq!(rows_mentioning(&store, shared["token"].as_str().unwrap()).await, vec![], "its public link");
+        assert_eq!(app.client().get(&share_page).await.status, StatusCode::NOT_FOUND);
         assert!(app.state.objects.list_prefix(&format!("{id}/")).await.unwrap().is_empty(), "no object under its prefix");
         assert!(store.data_key(&id).await.is_err(), "data key destroyed");
         assert_eq!(store.tombstone_ids().await.unwrap(), vec![privacy::tombstone_id(&id)], "exactly one tombstone");

@@ -190,6 +190,13 @@ impl Client {
         Resp { status, headers, body }
     }
 
+    /// Starts a GET and hands back the response unread (event streams).
+    pub async fn open(&self, path: &str) -> axum::response::Response {
+        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let request = Request::builder().uri(path).header(header::COOKIE, cookie).body(Body::empty()).unwrap();
+        self.router.clone().oneshot(request).await.unwrap()
+    }
+
     pub async fn get(&mut self, path: &str) -> Resp {
         self.send(Method::GET, path, None, Vec::new(), &[]).await
     }
