@@ -6,7 +6,6 @@ use axum::extract::{Multipart, Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
-use domain::time::format_utc;
 use domain::{Error, ErrorCode};
 use serde::{Deserialize, Serialize};
 use store::{NewAsset, Session, User};
@@ -89,11 +88,11 @@ async fn security_body(state: &AppState, ctx: &Ctx, user: &User, session: &Sessi
                 )
             };
             format!(
-                "<tr><td>{}</td><td>{}</td><td><time>{}</time></td><td><time>{}</time></td><td>{action}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
                 esc(&browser_label(ctx, s.user_agent.as_deref())),
                 esc(s.ip.as_deref().unwrap_or("—")),
-                esc(&format_utc(s.created_at)),
-                esc(&format_utc(s.last_seen_at)),
+                ctx.lang.time_html(s.created_at),
+                ctx.lang.time_html(s.last_seen_at),
             )
         })
         .collect();
@@ -186,19 +185,14 @@ async fn security_body(state: &AppState, ctx: &Ctx, user: &User, session: &Sessi
             let key = format!("audit.{}", a.action);
             let label = ctx.lang.t(&key);
             let label = if label == key { a.action.clone() } else { label };
-            format!(
-                "<li><time>{}</time> {} <small>{}</small></li>",
-                esc(&format_utc(a.at)),
-                esc(&label),
-                esc(a.ip.as_deref().unwrap_or(""))
-            )
+            format!("<li>{} {} <small>{}</small></li>", ctx.lang.time_html(a.at), esc(&label), esc(a.ip.as_deref().unwrap_or("")))
         })
         .collect();
 
     Ok(format!(
         r#"<section class="card security"><h1>{title}</h1>{flash}
 <h2>{sessions_t}</h2><p>{sessions_lead}</p>
-<table class="sessions"><thead><tr><th>{browser_h}</th><th>{ip_h}</th><th>{created_h}</th><th>{seen_h}</th><th></th></tr></thead><tbody>{rows}</tbody></table>{others}
+<div class="table-wrap"><table class="sessions"><thead><tr><th>{browser_h}</th><th>{ip_h}</th><th>{created_h}</th><th>{seen_h}</th><th></th></tr></thead><tbody>{rows}</tbody></table></div>{others}
 <h2>{password_t}</h2>{password_form}
 <h2>{totp_t}</h2>{two_factor}
 <h2>{methods_t}</h2>{methods}

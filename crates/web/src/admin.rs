@@ -12,7 +12,6 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
-use domain::time::format_utc;
 use domain::{Error, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -518,12 +517,12 @@ pub async fn api_event_reviewed(State(state): State<AppState>, ctx: Ctx, api: St
 pub(crate) async fn staff(ctx: &Ctx, admin_only: bool) -> Result<&User, Response> {
     match &ctx.user {
         Some(user) if allowed(user, admin_only) => Ok(user),
-        _ => Err(crate::pages::not_found_page().await),
+        _ => Err(crate::pages::not_found_page(ctx)),
     }
 }
 
-fn time(ms: Option<i64>) -> String {
-    ms.map(format_utc).unwrap_or_else(|| "—".into())
+fn time(lang: &Lang, ms: Option<i64>) -> String {
+    ms.map(|at| lang.time_html(at)).unwrap_or_else(|| "—".into())
 }
 
 fn notice_and_error(lang: &Lang, notice: Option<&str>, error: Option<&Error>) -> String {
@@ -565,7 +564,7 @@ pub async fn dashboard(State(state): State<AppState>, ctx: Ctx) -> ApiResult<Res
             s.open_reviews
         ));
         body.push_str(&format!(
-            r#"<table class="stats"><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>"#,
+            r#"<div class="table-wrap"><table class="stats"><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>"#,
             t("admin.status"),
             t("admin.model"),
             t("admin.count")
@@ -578,9 +577,9 @@ pub async fn dashboard(State(state): State<AppState>, ctx: Ctx) -> ApiResult<Res
                 row.count
             ));
         }
-        body.push_str("</tbody></table>");
+        body.push_str("</tbody></table></div>");
         body.push_str(&format!(
-            r#"<h2>{}</h2><table class="stats providers"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>"#,
+            r#"<h2>{}</h2><div class="table-wrap"><table class="stats providers"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>"#,
             t("admin.providers"),
             t("admin.provider"),
             t("admin.provider_state"),
@@ -601,7 +600,7 @@ pub async fn dashboard(State(state): State<AppState>, ctx: Ctx) -> ApiResult<Res
                 esc(p.last_error.as_deref().unwrap_or("—"))
             ));
         }
-        body.push_str("</tbody></table>");
+        body.push_str("</tbody></table></div>");
     } else {
         body.push_str("</ul>");
     }
@@ -625,15 +624,15 @@ pub async fn users_page(State(state): State<AppState>, ctx: Ctx, QueryParams(q):
             name = esc(&u.user.name),
             status = esc(&u.user.status),
             role = esc(&u.user.role),
-            bal = u.available,
-            created = time(Some(u.user.created_at)),
-            seen = time(u.last_seen_at),
+            bal = ctx.lang.number(u.available),
+            created = time(ctx.lang, Some(u.user.created_at)),
+            seen = time(ctx.lang, u.last_seen_at),
         ));
     }
     let body = format!(
         r#"<section class="card"><h1>{title}</h1>
 <form method="get" action="/admin/users" class="row"><label>{search}<input name="q" value="{q}" maxlength="320"></label><button>{go}</button></form>
-<table class="users"><thead><tr><th>{email}</th><th>{name}</th><th>{status}</th><th>{role}</th><th>{balance}</th><th>{created}</th><th>{seen}</th></tr></thead><tbody>{rows}</tbody></table></section>"#,
+<div class="table-wrap"><table class="users"><thead><tr><th>{email}</th><th>{name}</th><th>{status}</th><th>{role}</th><th>{balance}</th><th>{created}</th><th>{seen}</th></tr></thead><tbody>{rows}</tbody></table></div></section>"#,
         title = t("admin.users"),
         search = t("admin.search"),
         q = esc(&query),
@@ -662,14 +661,14 @@ async fn user_body(state: &AppState, ctx: &Ctx, id: &str, notice: Option<&str>, 
             esc(task["status"].as_str().unwrap_or("")),
             esc(task["model"].as_str().unwrap_or("—")),
             task["cost"],
-            time(task["created_at"].as_i64()),
+            time(ctx.lang, task["created_at"].as_i64()),
         ));
     }
     let mut ledger = String::new();
     for e in &d.ledger {
         ledger.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-            time(Some(e.created_at)),
+            time(ctx.lang, Some(e.created_at)),
             esc(&e.kind),
             e.amount,
             esc(&e.reason)
@@ -679,8 +678,8 @@ async fn user_body(state: &AppState, ctx: &Ctx, id: &str, notice: Option<&str>, 
     for s in &d.sessions {
         sessions.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            time(Some(s.created_at)),
-            time(Some(s.last_seen_at)),
+            time(ctx.lang, Some(s.created_at)),
+            time(ctx.lang, Some(s.last_seen_at)),
             esc(s.ip.as_deref().unwrap_or("—"))
         ));
     }
@@ -709,9 +708,9 @@ async fn user_body(state: &AppState, ctx: &Ctx, id: &str, notice: Option<&str>, 
 <div class="actions">{actions}</div>
 <form method="post" action="/admin/users/{id}/action" class="row">{csrf}<input type="hidden" name="action" value="role"><label>{role_l}<select name="role">{roles}</select></label><button>{save}</button></form>
 <form method="post" action="/admin/credits" class="row">{csrf}<input type="hidden" name="account" value="{email}"><label>{amount_l}<input name="amount" type="number" required step="1"></label><label>{reason_l}<input name="reason" required maxlength="200"></label><button>{adjust}</button></form>
-<h2>{tasks_l}</h2><table><tbody>{tasks}</tbody></table>
-<h2>{ledger_l}</h2><table><tbody>{ledger}</tbody></table>
-<h2>{sessions_l}</h2><table><tbody>{sessions}</tbody></table></section>"#,
+<h2>{tasks_l}</h2><div class="table-wrap"><table><tbody>{tasks}</tbody></table></div>
+<h2>{ledger_l}</h2><div class="table-wrap"><table><tbody>{ledger}</tbody></table></div>
+<h2>{sessions_l}</h2><div class="table-wrap"><table><tbody>{sessions}</tbody></table></div></section>"#,
         email = esc(&u.email),
         flash = notice_and_error(ctx.lang, notice, error),
         id_l = t("admin.id"),
@@ -729,9 +728,9 @@ async fn user_body(state: &AppState, ctx: &Ctx, id: &str, notice: Option<&str>, 
         assets_l = t("admin.assets"),
         assets = d.assets,
         created_l = t("admin.created"),
-        created = time(Some(u.created_at)),
+        created = time(ctx.lang, Some(u.created_at)),
         seen_l = t("admin.last_seen"),
-        seen = time(d.summary.last_seen_at),
+        seen = time(ctx.lang, d.summary.last_seen_at),
         csrf = csrf_input(ctx),
         save = t("admin.save"),
         amount_l = t("admin.amount"),
@@ -811,7 +810,7 @@ async fn moderation_body(state: &AppState, ctx: &Ctx, notice: Option<&str>, erro
             r#"<tr data-report="{id}"><td>{created}</td><td>{reason}</td><td><code>{owner}</code></td><td><a href="/admin/reports/{id}/image">{view}</a></td>
 <td><form method="post" action="/admin/reports/{id}/action" class="row">{csrf}<select name="action">{options}</select><input name="reference" maxlength="200" placeholder="{reference}"><button>{apply}</button></form></td></tr>"#,
             id = esc(&r.id),
-            created = time(Some(r.created_at)),
+            created = time(ctx.lang, Some(r.created_at)),
             reason = esc(&r.reason),
             owner = esc(&r.owner_id),
             view = t("admin.view_image"),
@@ -829,7 +828,7 @@ async fn moderation_body(state: &AppState, ctx: &Ctx, notice: Option<&str>, erro
             r#"<tr><td>{created}</td><td>{category}</td><td><code>{rule}</code></td><td><code>{user}</code></td><td>{prompt}</td>
 <td><form method="post" action="/admin/moderation/events/{id}/reviewed">{csrf}<button>{done}</button></form></td></tr>"#,
             id = esc(&e.id),
-            created = time(Some(e.created_at)),
+            created = time(ctx.lang, Some(e.created_at)),
             category = esc(&e.category),
             rule = esc(&e.rule_id),
             user = esc(&e.user_id),
@@ -842,8 +841,8 @@ async fn moderation_body(state: &AppState, ctx: &Ctx, notice: Option<&str>, erro
         event_rows = format!(r#"<tr><td colspan="6">{}</td></tr>"#, t("admin.queue_empty"));
     }
     Ok(format!(
-        r#"<section class="card"><h1>{title}</h1>{flash}<h2>{reports_l}</h2><table class="reports"><tbody>{report_rows}</tbody></table>
-<h2>{reviews_l}</h2><table class="reviews"><tbody>{event_rows}</tbody></table></section>"#,
+        r#"<section class="card"><h1>{title}</h1>{flash}<h2>{reports_l}</h2><div class="table-wrap"><table class="reports"><tbody>{report_rows}</tbody></table></div>
+<h2>{reviews_l}</h2><div class="table-wrap"><table class="reviews"><tbody>{event_rows}</tbody></table></div></section>"#,
         title = t("admin.moderation"),
         flash = notice_and_error(ctx.lang, notice, error),
         reports_l = t("admin.open_reports"),

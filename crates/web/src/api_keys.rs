@@ -19,6 +19,7 @@ use store::{ApiKey, AuditEntry, NewApiKey, User};
 use crate::api::{checked_id, JsonBody};
 use crate::context::{ApiUser, Ctx};
 use crate::error::ApiResult;
+use crate::i18n::Lang;
 use crate::pages::{check_csrf, esc, page, signed_in, status_of, CsrfOnly, FormBody};
 use crate::AppState;
 
@@ -146,8 +147,8 @@ pub async fn api_revoke(State(state): State<AppState>, ctx: Ctx, api: ApiUser, P
     Ok(Json(revoke_key(&state, ip_of(&ctx).as_deref(), &api.user, checked_id(&id)?).await?))
 }
 
-fn fmt_time(ms: Option<i64>) -> String {
-    ms.map(|t| format!("<time data-ms=\"{t}\">{}</time>", t / 1000)).unwrap_or_else(|| "—".into())
+fn fmt_time(lang: &Lang, ms: Option<i64>) -> String {
+    ms.map(|at| lang.time_html(at)).unwrap_or_else(|| "—".into())
 }
 
 async fn keys_body(state: &AppState, ctx: &Ctx, user: &User, created: Option<&str>, error: Option<&Error>) -> Result<String, Error> {
@@ -172,7 +173,7 @@ async fn keys_body(state: &AppState, ctx: &Ctx, user: &User, created: Option<&st
         esc(&lang.t("api_keys.create"))
     ));
     html.push_str(&format!(
-        "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th></th></tr></thead><tbody>",
+        "<div class=\"table-wrap\"><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th></th></tr></thead><tbody>",
         esc(&lang.t("api_keys.name")),
         esc(&lang.t("api_keys.prefix")),
         esc(&lang.t("api_keys.scopes")),
@@ -195,12 +196,12 @@ async fn keys_body(state: &AppState, ctx: &Ctx, user: &User, created: Option<&st
             esc(&key.name),
             esc(&key.prefix),
             esc(&key.scopes),
-            fmt_time(Some(key.created_at)),
-            fmt_time(key.last_used_at),
+            fmt_time(lang, Some(key.created_at)),
+            fmt_time(lang, key.last_used_at),
             action
         ));
     }
-    html.push_str("</tbody></table>");
+    html.push_str("</tbody></table></div>");
     Ok(html)
 }
 

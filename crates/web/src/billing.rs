@@ -10,7 +10,6 @@ use axum::Json;
 use billing::creem::CreemClient;
 use billing::stripe::StripeClient;
 use billing::{format_money, BillingConfig, CheckoutRequest, Product};
-use domain::time::format_utc;
 use domain::Error;
 use serde::Deserialize;
 use serde_json::json;
@@ -81,7 +80,7 @@ pub fn receipt_mail(state: &AppState, user: &User, payment: &store::NewPayment, 
     let lang = user_lang(user);
     let name = config(state).product(&payment.product).map(|p| p.name().to_string()).unwrap_or_else(|| payment.product.clone());
     let expiry = match expires_at {
-        Some(at) => lang.t("billing.expires_on").replace("{date}", &format_utc(at)),
+        Some(at) => lang.t("billing.expires_on").replace("{date}", &lang.date(at)),
         None => lang.t("billing.never_expires"),
     };
     NewMail {
@@ -146,6 +145,7 @@ async fn billing_body(
     before: Option<&str>,
     notice: Option<String>,
     error: Option<&Error>,
+    awaiting_payment: bool,
 ) -> Result<String, Error> {
     let config = config(state);
     let t = |k: &str| esc(&ctx.lang.t(k));
@@ -159,11 +159,17 @@ async fn billing_body(
     let subscriptions = state.store.subscriptions_of_user(&user.id).await?;
     let payments = state.store.payments_of_user(&user.id).await?;
     let csrf = esc(&ctx.csrf);
+    // Back from a checkout: the page shows the credits when the webhook lands.
+    let watch = if awaiting_payment {
+        format!(r#" data-watch-balance="{}" data-l-arrived="{}""#, balance.available, t("billing.live.arrived"))
+    } else {
+        String::new()
+    };
 
     let debt = if balance.debt > 0 {
         format!(
             r#"<p class="error" role="alert" data-code="account_in_debt">{}</p>"#,
-            esc(&ctx.lang.t("billing.debt_notice").replace("{debt}", &balance.debt.to_string()))
+            esc(&ctx.lang.t("billing.debt_notice").replace("{debt}", &ctx.lang.number(balance.debt)))
         )
     } else {
         String::new()
@@ -193,12 +199,12 @@ async fn billing_body(
         .packs
         .iter()
         .map(|p| {
-            let validity = if p.valid_days > 0 { ctx.lang.t("billing.valid_days").replace("{days}", &p.valid_days.to_string()) } else { ctx.lang.t("billing.never_expires") };
+            let validity = if p.valid_days > 0 { ctx.lang.t("billing.valid_days").replace("{days}", &ctx.lang.number(p.valid_days.into())) } else { ctx.lang.t("billing.never_expires") };
             format!(
                 r#"<li class="offer" data-product="pack:{id}"><strong>{name}</strong> — {credits} · {price} <small>{validity}</small><br>{buttons}</li>"#,
                 id = esc(&p.id),
                 name = esc(&p.name),
-                credits = esc(&ctx.lang.t("billing.credits_n").replace("{n}", &p.credits.to_string())),
+                credits = esc(&ctx.lang.t("billing.credits_n").replace("{n}", &ctx.lang.number(p.credits))),
                 price = esc(&format_money(p.price_minor, &config.currency)),
                 validity = esc(&validity),
                 buttons = buttons(&format!("pack:{}", p.id), &p.creem_product),
@@ -214,7 +220,7 @@ async fn billing_body(
                 r#"<li class="offer" data-product="plan:{id}"><strong>{name}</strong> — {credits} · {price}<br>{action}</li>"#,
                 id = esc(&p.id),
                 name = esc(&p.name),
-                credits = esc(&ctx.lang.t("billing.credits_per_month").replace("{n}", &p.monthly_credits.to_string())),
+                credits = esc(&ctx.lang.t("billing.credits_per_month").replace("{n}", &ctx.lang.number(p.monthly_credits))),
                 price = esc(&ctx.lang.t("billing.per_month").replace("{price}", &format_money(p.price_minor, &config.currency))),
             )
         })
@@ -223,7 +229,7 @@ async fn billing_body(
         Some(s) => {
             let period = s
                 .current_period_end
-                .map(|e| format!(" · {}", esc(&ctx.lang.t("billing.renews_on").replace("{date}", &format_utc(e)))))
+                .map(|e| format!(" · {}", esc(&ctx.lang.t("billing.renews_on").replace("{date}", &ctx.lang.date(e)))))
                 .unwrap_or_default();
             let portal = if s.provider == "stripe" && s.customer_id.is_some() && config.stripe_enabled() {
                 format!(
@@ -253,11 +259,11 @@ async fn billing_body(
                 _ => String::new(),
             };
             format!(
-                r#"<tr data-kind="{kind}"><td><time>{at}</time></td><td>{label}</td><td class="num">{amount:+}</td><td>{detail}</td></tr>"#,
+                r#"<tr data-kind="{kind}"><td>{at}</td><td>{label}</td><td class="num">{amount}</td><td>{detail}</td></tr>"#,
                 kind = esc(&e.kind),
-                at = esc(&format_utc(e.created_at)),
+                at = ctx.lang.time_html(e.created_at),
                 label = esc(&kind_label(ctx.lang, e)),
-                amount = e.amount,
+                amount = ctx.lang.signed(e.amount),
             )
         })
         .collect();
@@ -271,8 +277,8 @@ async fn billing_body(
         .iter()
         .map(|p| {
             format!(
-                r#"<tr><td><time>{}</time></td><td>{}</td><td class="num">{}</td><td>{}</td></tr>"#,
-                esc(&format_utc(p.created_at)),
+                r#"<tr><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td></tr>"#,
+                ctx.lang.time_html(p.created_at),
                 esc(&product_label(config, &p.product)),
                 esc(&format_money(p.amount_minor, &p.currency)),
                 esc(&ctx.lang.t(&format!("billing.payment_status.{}", p.status))),
@@ -281,22 +287,22 @@ async fn billing_body(
         .collect();
     Ok(format!(
         r#"<section class="card"><h1>{title}</h1>{notice}{error}{debt}
-<dl class="balance"><dt>{available_t}</dt><dd id="balance-available">{available}</dd><dt>{held_t}</dt><dd id="balance-held">{held}</dd><dt>{debt_t}</dt><dd id="balance-debt">{debt_n}</dd></dl>
+<dl class="balance"{watch}><dt>{available_t}</dt><dd id="balance-available">{available}</dd><dt>{held_t}</dt><dd id="balance-held">{held}</dd><dt>{debt_t}</dt><dd id="balance-debt">{debt_n}</dd></dl>
 <h2>{subscription_t}</h2>{subscription}
 <h2>{plans_t}</h2><ul class="offers">{plans}</ul>
 <h2>{packs_t}</h2><ul class="offers">{packs}</ul>
-<h2>{history_t}</h2><table class="ledger"><thead><tr><th>{date_t}</th><th>{what_t}</th><th>{credits_t}</th><th></th></tr></thead><tbody>{rows}</tbody></table>{more}
-<h2>{payments_t}</h2><table class="payments"><tbody>{payment_rows}</tbody></table>
+<h2>{history_t}</h2><div class="table-wrap"><table class="ledger"><thead><tr><th>{date_t}</th><th>{what_t}</th><th>{credits_t}</th><th></th></tr></thead><tbody>{rows}</tbody></table></div>{more}
+<h2>{payments_t}</h2><div class="table-wrap"><table class="payments"><tbody>{payment_rows}</tbody></table></div>
 </section>"#,
         title = t("billing.title"),
         notice = notice.map(|n| format!(r#"<p class="notice" role="status">{}</p>"#, esc(&n))).unwrap_or_default(),
         error = error.map(|e| error_box(ctx.lang, e)).unwrap_or_default(),
         available_t = t("billing.available"),
-        available = balance.available,
+        available = ctx.lang.number(balance.available),
         held_t = t("billing.held"),
-        held = balance.held,
+        held = ctx.lang.number(balance.held),
         debt_t = t("billing.debt"),
-        debt_n = balance.debt,
+        debt_n = ctx.lang.number(balance.debt),
         subscription_t = t("billing.subscription"),
         plans_t = t("billing.plans"),
         packs_t = t("billing.packs"),
@@ -319,7 +325,7 @@ pub async fn billing_page(State(state): State<AppState>, ctx: Ctx, QueryParams(q
         Some("cancel") => Some(ctx.lang.t("billing.checkout_cancel")),
         _ => None,
     };
-    let body = billing_body(&state, &ctx, user, before, notice, None).await?;
+    let body = billing_body(&state, &ctx, user, before, notice, None, q.checkout.as_deref() == Some("success")).await?;
     Ok(page(&ctx, StatusCode::OK, &ctx.lang.t("billing.title"), &body))
 }
 
@@ -377,7 +383,7 @@ pub async fn checkout_form(State(state): State<AppState>, ctx: Ctx, FormBody(for
     match attempt.await {
         Ok(checkout) => Ok(Redirect::to(&checkout.url).into_response()),
         Err(e) => {
-            let body = billing_body(&state, &ctx, user, None, None, Some(&e)).await?;
+            let body = billing_body(&state, &ctx, user, None, None, Some(&e), false).await?;
             Ok(page(&ctx, status_of(&e), &ctx.lang.t("billing.title"), &body))
         }
     }
@@ -560,7 +566,7 @@ async fn admin_body(state: &AppState, ctx: &Ctx, notice: Option<String>, error: 
 <label>{reason_l}<input name="reason" required maxlength="200"></label>
 <button>{submit}</button>
 </form>
-<h2>{debts_t}</h2><table class="debts"><tbody>{rows}</tbody></table></section>"#,
+<h2>{debts_t}</h2><div class="table-wrap"><table class="debts"><tbody>{rows}</tbody></table></div></section>"#,
         title = t("admin_credits.title"),
         notice = notice.map(|n| format!(r#"<p class="notice" role="status">{}</p>"#, esc(&n))).unwrap_or_default(),
         error = error.map(|e| error_box(ctx.lang, e)).unwrap_or_default(),

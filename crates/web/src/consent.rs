@@ -421,5 +421,9 @@ pub async fn choose(
         page(&ctx, StatusCode::OK, &ctx.lang.t("consent.title"), &settings_body(&ctx, Some(&ctx.lang.t("consent.saved"))))
     };
     response.headers_mut().append(header::SET_COOKIE, set);
+    // A chosen theme is kept for a year only with preference consent.
+    if let Some(theme) = crate::theme::chosen(&headers) {
+        response.headers_mut().append(header::SET_COOKIE, crate::theme::set_cookie(Some(theme), choice.preferences, state.config.https));
+    }
     Ok(response)
 }

@@ -34,6 +34,8 @@ pub struct Ctx {
     pub user_agent: Option<String>,
     /// Consent, GPC and policy-banner state, filled by `consent::track`.
     pub privacy: crate::consent::PrivacyCtx,
+    /// `light` or `dark` when chosen; otherwise the system's.
+    pub theme: Option<&'static str>,
 }
 
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -65,6 +67,7 @@ pub async fn attach(State(state): State<AppState>, mut request: Request, next: N
     let session_token = cookie(headers, SESSION_COOKIE).filter(|t| t.len() <= 64).map(str::to_string);
     let existing_csrf = cookie(headers, CSRF_COOKIE).filter(|t| t.len() == 43).map(str::to_string);
     let csrf = existing_csrf.clone().unwrap_or_else(new_token);
+    let theme = crate::theme::chosen(headers);
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string);
     let accept_language = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
@@ -105,6 +108,7 @@ pub async fn attach(State(state): State<AppState>, mut request: Request, next: N
         ip,
         user_agent,
         privacy: Default::default(),
+        theme,
     });
 
     let mut response = next.run(request).await;

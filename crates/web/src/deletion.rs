@@ -150,7 +150,7 @@ pub async fn delete_account(State(state): State<AppState>, ctx: Ctx, FormBody(fo
             let ctx = Ctx { user: None, session: None, session_token: None, ..ctx.clone() };
             let mut response = match purge_after {
                 Some(at) => {
-                    let text = ctx.lang.t("deletion.scheduled").replace("{date}", &format_utc(at));
+                    let text = ctx.lang.t("deletion.scheduled").replace("{date}", &ctx.lang.datetime(at));
                     let body = format!(
                         r#"<section class="card narrow"><h1>{}</h1><p>{}</p></section>"#,
                         t(&ctx, "deletion.scheduled_title"),

@@ -1,4 +1,5 @@
-use axum::http::{StatusCode, Uri};
+use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use domain::{Error, ErrorCode};
@@ -26,11 +27,10 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-pub async fn not_found(uri: Uri) -> Response {
-    if uri.path().starts_with("/api/") {
-        ApiError(Error::not_found()).into_response()
-    } else {
-        crate::pages::not_found_page().await
+pub async fn not_found(request: Request) -> Response {
+    match request.extensions().get::<crate::context::Ctx>() {
+        Some(ctx) if !request.uri().path().starts_with("/api/") => crate::pages::not_found_page(ctx),
+        _ => ApiError(Error::not_found()).into_response(),
     }
 }
 

@@ -28,6 +28,68 @@ impl Lang {
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.strings.keys()
     }
+
+    /// An integer with this language's digit grouping (`1,234`, `1 234`).
+    pub fn number(&self, n: i64) -> String {
+        let digits = n.unsigned_abs().to_string();
+        let separator = self.t("format.thousands");
+        let mut out = String::with_capacity(digits.len() + 8);
+        if n < 0 {
+            out.push('-');
+        }
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push_str(&separator);
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// A credit movement: always signed.
+    pub fn signed(&self, n: i64) -> String {
+        if n > 0 {
+            format!("+{}", self.number(n))
+        } else {
+            self.number(n)
+        }
+    }
+
+    fn fill_date(&self, pattern: &str, ms: i64) -> String {
+        let secs = ms.div_euclid(1000);
+        let (y, m, d) = domain::time::civil_from_days(secs.div_euclid(86_400));
+        let rem = secs.rem_euclid(86_400);
+        let months = self.t("format.months");
+        let month = months.split_whitespace().nth(m as usize - 1).unwrap_or("");
+        pattern
+            .replace("{y}", &y.to_string())
+            .replace("{m}", &m.to_string())
+            .replace("{mon}", month)
+            .replace("{d}", &d.to_string())
+            .replace("{H}", &format!("{:02}", rem / 3600))
+            .replace("{M}", &format!("{:02}", rem % 3600 / 60))
+    }
+
+    /// Date and time (UTC) as this language writes them, as text.
+    pub fn datetime(&self, ms: i64) -> String {
+        self.fill_date(&self.t("format.datetime"), ms)
+    }
+
+    /// A date (UTC) as this language writes it, as text.
+    pub fn date(&self, ms: i64) -> String {
+        self.fill_date(&self.t("format.date"), ms)
+    }
+
+    /// A `<time>` element: the UTC text, which `ui.js` turns into the
+    /// reader's time zone.
+    pub fn time_html(&self, ms: i64) -> String {
+        format!(r#"<time datetime="{}">{}</time>"#, rfc3339(ms), crate::pages::esc(&self.datetime(ms)))
+    }
+}
+
+/// `2026-11-18T09:46:40Z`: an instant for machines (HTML `datetime`).
+pub fn rfc3339(ms: i64) -> String {
+    format!("{}Z", domain::time::format_utc(ms).replacen(' ', "T", 1))
 }
 
 pub struct I18n {
@@ -125,7 +187,10 @@ mod tests {
             let extra: Vec<_> = keys.iter().filter(|k| !reference.contains(k)).collect();
             assert!(missing.is_empty() && extra.is_empty(), "{}: missing {missing:?}, extra {extra:?}", lang.code);
             for key in &keys {
-                assert!(!lang.t(key).trim().is_empty(), "{}: {key} is empty", lang.code);
+                // A digit group separator may be a space; nothing else may be blank.
+                let text = lang.t(key);
+                let blank = if key.as_str() == "format.thousands" { text.is_empty() } else { text.trim().is_empty() };
+                assert!(!blank, "{}: {key} is empty", lang.code);
             }
         }
     }

@@ -7,10 +7,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use domain::time::civil_from_days;
 use domain::Error;
 use serde::Deserialize;
-use store::{day_of, AuditEntry, NewMail, PolicyVersion};
+use store::{AuditEntry, NewMail, PolicyVersion};
 
 use crate::admin::require_admin;
 use crate::context::Ctx;
@@ -24,11 +23,6 @@ pub async fn current_policy(state: &AppState) -> Result<PolicyVersion, Error> {
     let now = state.config.clock.now_ms();
     let initial = PolicyVersion { version: "1".into(), material: false, summary: String::new(), effective_at: now, published_at: now };
     state.store.ensure_policy(&initial).await
-}
-
-fn date(ms: i64) -> String {
-    let (y, m, d) = civil_from_days(day_of(ms));
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 fn fill(lang: &Lang, key: &str, vars: &[(&str, String)]) -> String {
@@ -89,7 +83,8 @@ fn list(items: &[String]) -> String {
 }
 
 fn header(ctx: &Ctx, title_key: &str, policy: &PolicyVersion) -> String {
-    let version_line = fill(ctx.lang, "legal.version_line", &[("version", policy.version.clone()), ("date", date(policy.effective_at))]);
+    let version_line =
+        fill(ctx.lang, "legal.version_line", &[("version", policy.version.clone()), ("date", ctx.lang.date(policy.effective_at))]);
     format!(r#"<h1>{}</h1><p class="meta" data-version="{}">{}</p>"#, esc(&ctx.lang.t(title_key)), esc(&policy.version), esc(&version_line))
 }
 
@@ -184,14 +179,14 @@ fn admin_body(ctx: &Ctx, versions: &[PolicyVersion], notice: Option<&str>, error
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&v.version),
                 if v.material { "✓" } else { "" },
-                esc(&date(v.published_at)),
+                ctx.lang.time_html(v.published_at),
                 esc(&v.summary)
             )
         })
         .collect();
     format!(
         r#"<section class="card"><h1>{title}</h1>{notice}{error}
-<table><thead><tr><th>{version_t}</th><th>{material_t}</th><th>{published_t}</th><th>{summary_t}</th></tr></thead><tbody>{rows}</tbody></table>
+<div class="table-wrap"><table><thead><tr><th>{version_t}</th><th>{material_t}</th><th>{published_t}</th><th>{summary_t}</th></tr></thead><tbody>{rows}</tbody></table></div>
 <form method="post" action="/admin/policy" class="stack"><input type="hidden" name="_csrf" value="{csrf}">
 <label>{version_t}<input name="version" required maxlength="40"></label>
 <label>{summary_t}<textarea name="summary" rows="3" maxlength="2000"></textarea></label>

@@ -31,6 +31,7 @@ mod share;
 mod sse;
 mod support;
 mod tags;
+mod theme;
 mod webhooks;
 
 use std::sync::Arc;
@@ -280,6 +281,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/requests/{id}/status", post(rights_admin::api_status))
         .route("/.well-known/gpc.json", get(consent::gpc_json))
         .route("/consent", get(consent::settings_page).post(consent::choose))
+        .route("/theme", post(theme::choose))
         .route("/legal/privacy", get(legal::privacy_policy))
         .route("/legal/cookies", get(legal::cookie_policy))
         .route("/legal/accept", post(legal::accept))

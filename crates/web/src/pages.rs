@@ -35,25 +35,37 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// A header link, marked as the current page when the path is under it.
+fn nav_link(ctx: &Ctx, href: &str, key: &str) -> String {
+    let path = ctx.privacy.path.as_str();
+    let current = path == href || path.strip_prefix(href).is_some_and(|rest| rest.starts_with('/'));
+    format!(r#"<a href="{href}"{}>{}</a>"#, if current { r#" aria-current="page""# } else { "" }, esc(&ctx.lang.t(key)))
+}
+
+/// The frame of every page: header with navigation and theme switch,
+/// banners, the page, the footer, and the confirm dialog and toast region
+/// that `ui.js` drives.
 fn layout(ctx: &Ctx, title: &str, body: &str) -> String {
     let t = |k: &str| esc(&ctx.lang.t(k));
     let nav = match &ctx.user {
-        Some(user) => format!(
-            r#"<a href="/generate">{}</a><a href="/gallery">{}</a><a href="/billing">{}</a><a href="/account" title="{}">{}</a>
-<form method="post" action="/signout" class="inline"><input type="hidden" name="_csrf" value="{}"><button class="link">{}</button></form>"#,
-            t("nav.generate"),
-            t("nav.gallery"),
-            t("nav.billing"),
-            esc(&user.email),
-            t("nav.account"),
-            esc(&ctx.csrf),
-            t("nav.signout")
-        ),
-        None => format!(r#"<a href="/signin">{}</a><a class="button" href="/signup">{}</a>"#, t("nav.signin"), t("nav.signup")),
+        Some(user) => {
+            let staff =
+                if matches!(user.role.as_str(), "admin" | "moderator") { nav_link(ctx, "/admin", "nav.admin") } else { String::new() };
+            format!(
+                r#"{}{}{}{}{staff}<form method="post" action="/signout" class="inline"><input type="hidden" name="_csrf" value="{}"><button class="link">{}</button></form>"#,
+                nav_link(ctx, "/generate", "nav.generate"),
+                nav_link(ctx, "/gallery", "nav.gallery"),
+                nav_link(ctx, "/billing", "nav.billing"),
+                nav_link(ctx, "/account", "nav.account"),
+                esc(&ctx.csrf),
+                t("nav.signout")
+            )
+        }
+        None => format!(r#"{}<a class="button" href="/signup">{}</a>"#, nav_link(ctx, "/signin", "nav.signin"), t("nav.signup")),
     };
     format!(
         r##"<!doctype html>
-<html lang="{lang}">
+<html lang="{lang}"{theme}>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -61,25 +73,33 @@ fn layout(ctx: &Ctx, title: &str, body: &str) -> String {
 <title>{title} · Atelier</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/app.css">
+<script type="module" src="/static/ui.js"></script>
 <script type="module" src="/static/app.js"></script>
 {tags}</head>
 <body>
 <a class="skip" href="#main">{skip}</a>
-<header class="top"><a class="brand" href="/">Atelier</a><nav>{nav}</nav></header>
+<header class="top"><a class="brand" href="/">Atelier</a><nav aria-label="{nav_label}">{nav}</nav>{switch}</header>
 {banners}<main id="main">
 {body}
 </main>
 <footer><span>{footer}</span>{legal}</footer>
+<div class="toasts" id="toasts" role="status" aria-live="polite"></div>
+<dialog id="confirm-dialog" aria-labelledby="confirm-text"><form method="dialog" class="stack"><p id="confirm-text"></p><p class="dialog-actions"><button value="cancel" class="secondary">{cancel}</button> <button value="ok" class="danger">{confirm}</button></p></form></dialog>
 </body>
 </html>"##,
         lang = ctx.lang.code,
+        theme = ctx.theme.map(|t| format!(r#" data-theme="{t}""#)).unwrap_or_default(),
         csrf = esc(&ctx.csrf),
         title = esc(title),
         skip = t("nav.skip"),
+        nav_label = t("nav.label"),
+        switch = crate::theme::switch(ctx),
         footer = t("footer.tagline"),
         banners = crate::consent::banners(ctx),
         legal = crate::consent::footer(ctx),
         tags = crate::tags::Injected::elements(&ctx.privacy),
+        cancel = t("dialog.cancel"),
+        confirm = t("dialog.confirm"),
     )
 }
 
@@ -123,15 +143,14 @@ pub(crate) fn signed_in(ctx: &Ctx) -> Result<&User, Response> {
     ctx.user.as_ref().ok_or_else(|| Redirect::to("/signin").into_response())
 }
 
-pub async fn not_found_page() -> Response {
-    // Reached from the fallback, outside the context middleware's extractors.
-    let lang = I18n::global().lang("en");
+/// The page for anything that does not exist (or must look as if it did not).
+pub fn not_found_page(ctx: &Ctx) -> Response {
     let body = format!(
-        r#"<section class="card narrow"><h1>{}</h1><p><a href="/">{}</a></p></section>"#,
-        esc(&lang.t("notfound.title")),
-        esc(&lang.t("notfound.home"))
+        r#"<section class="card narrow"><h1>{}</h1><p><a class="button" href="/">{}</a></p></section>"#,
+        esc(&ctx.lang.t("notfound.title")),
+        esc(&ctx.lang.t("notfound.home"))
     );
-    (StatusCode::NOT_FOUND, Html(format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Atelier</title><link rel=\"stylesheet\" href=\"/static/app.css\"></head><body><main>{body}</main></body></html>"))).into_response()
+    page(ctx, StatusCode::NOT_FOUND, &ctx.lang.t("notfound.title"), &body)
 }
 
 pub async fn home(ctx: Ctx) -> Response {
@@ -411,6 +430,7 @@ const APP_JS: &str = include_str!("../static/app.js");
 const GENERATE_JS: &str = include_str!("../static/generate.js");
 const MASK_JS: &str = include_str!("../static/mask.js");
 const GALLERY_JS: &str = include_str!("../static/gallery.js");
+const UI_JS: &str = include_str!("../static/ui.js");
 
 pub async fn static_file(Path(file): Path<String>) -> Response {
     const JS: &str = "text/javascript; charset=utf-8";
@@ -420,6 +440,8 @@ pub async fn static_file(Path(file): Path<String>) -> Response {
         "generate.js" => (GENERATE_JS, JS),
         "mask.js" => (MASK_JS, JS),
         "gallery.js" => (GALLERY_JS, JS),
+        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        "ui.js" => (UI_JS, "text/javascript; charset=utf-8"),
         _ => return ApiError(Error::not_found()).into_response(),
     };
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()

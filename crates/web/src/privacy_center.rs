@@ -349,15 +349,15 @@ async fn hub_body(state: &AppState, ctx: &Ctx, user: &User, notice: Option<&str>
             } else {
                 String::new()
             };
-            let expires = e.expires_at.filter(|_| e.status == "ready").map(|at| format_utc(at)).unwrap_or_default();
+            let expires = e.expires_at.filter(|_| e.status == "ready").map(|at| ctx.lang.time_html(at)).unwrap_or_default();
             format!(
                 r#"<tr data-export="{id}"><td>{created}</td><td><span class="badge {status}">{status_t}</span></td><td class="num">{size}</td><td>{expires}</td><td>{action}</td></tr>"#,
                 id = e.id,
-                created = esc(&format_utc(e.created_at)),
+                created = ctx.lang.time_html(e.created_at),
                 status = esc(&e.status),
                 status_t = t(&format!("export.status.{}", e.status)),
                 size = if e.status == "ready" { format!("{:.1} MB", e.size_bytes as f64 / 1_000_000.0) } else { String::new() },
-                expires = esc(&expires),
+                expires = expires,
             )
         })
         .collect();
@@ -365,7 +365,7 @@ async fn hub_body(state: &AppState, ctx: &Ctx, user: &User, notice: Option<&str>
         String::new()
     } else {
         format!(
-            r#"<table class="exports"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th></th></tr></thead><tbody>{export_rows}</tbody></table>"#,
+            r#"<div class="table-wrap"><table class="exports"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th></th></tr></thead><tbody>{export_rows}</tbody></table></div>"#,
             t("export.created"),
             t("export.state"),
             t("export.size"),
@@ -380,10 +380,10 @@ async fn hub_body(state: &AppState, ctx: &Ctx, user: &User, notice: Option<&str>
             format!(
                 r#"<tr data-request="{id}"><td>{received}</td><td>{kind}</td><td>{status}</td><td>{due}</td><td>{reason}</td></tr>"#,
                 id = r.id,
-                received = esc(&format_utc(r.received_at)),
+                received = ctx.lang.time_html(r.received_at),
                 kind = t(&format!("rights.kind.{}", r.kind)),
                 status = status_badge(ctx.lang, r, now),
-                due = esc(&format_utc(r.due_at)),
+                due = ctx.lang.time_html(r.due_at),
                 reason = esc(r.reason.as_deref().unwrap_or("")),
             )
         })
@@ -392,7 +392,7 @@ async fn hub_body(state: &AppState, ctx: &Ctx, user: &User, notice: Option<&str>
         String::new()
     } else {
         format!(
-            r#"<table class="requests"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{request_rows}</tbody></table>"#,
+            r#"<div class="table-wrap"><table class="requests"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{request_rows}</tbody></table></div>"#,
             t("rights.received"),
             t("rights.kind_label"),
             t("rights.state"),

@@ -142,10 +142,10 @@ impl MetricsSource {
 }
 
 /// `/metrics` on the main listener: only with `metrics.token` configured.
-pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn scrape(State(state): State<AppState>, ctx: crate::context::Ctx, headers: HeaderMap) -> Response {
     let token = &state.config.metrics_token;
     if token.is_empty() {
-        return crate::pages::not_found_page().await;
+        return crate::pages::not_found_page(&ctx);
     }
     MetricsSource::new(state.store.clone(), state.engines.clone(), Some(token.clone())).respond(&headers).await
 }

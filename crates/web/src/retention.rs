@@ -3,7 +3,6 @@
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use domain::time::format_utc;
 use serde::Deserialize;
 use store::Asset;
 
@@ -21,7 +20,7 @@ pub fn save_toggle_html(ctx: &Ctx, asset: &Asset) -> String {
     let t = |k: &str| esc(&ctx.lang.t(k));
     let (notice, value, button) = match (asset.saved, asset.expires_at) {
         (true, _) => (t("retention.saved"), "false", t("retention.unsave")),
-        (false, Some(at)) => (esc(&ctx.lang.t("retention.expires").replace("{date}", &format_utc(at))), "true", t("retention.save")),
+        (false, Some(at)) => (esc(&ctx.lang.t("retention.expires").replace("{date}", &ctx.lang.date(at))), "true", t("retention.save")),
         (false, None) => (String::new(), "true", t("retention.save")),
     };
     format!(

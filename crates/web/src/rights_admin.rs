@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use domain::rights::{is_open, STATUSES};
-use domain::time::format_utc;
 use domain::Error;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -155,8 +154,8 @@ async fn admin_body(state: &AppState, ctx: &Ctx, error: Option<&Error>) -> Resul
         rows.push_str(&format!(
             r#"<tr data-request="{id}"><td>{received}</td><td>{due}</td><td>{kind}</td><td>{channel}</td><td>{who}</td><td>{status}</td><td>{details}</td><td>{reason}</td><td>{actions}</td></tr>"#,
             id = r.id,
-            received = esc(&format_utc(r.received_at)),
-            due = esc(&format_utc(r.due_at)),
+            received = ctx.lang.time_html(r.received_at),
+            due = ctx.lang.time_html(r.due_at),
             kind = t(&format!("rights.kind.{}", r.kind)),
             channel = t(&format!("admin_requests.channel.{}", r.channel)),
             who = esc(&who),
@@ -170,7 +169,7 @@ async fn admin_body(state: &AppState, ctx: &Ctx, error: Option<&Error>) -> Resul
     }
     Ok(format!(
         r#"<section class="card"><h1>{title}</h1>{error}<p>{lead}</p>
-<table class="requests"><thead><tr><th>{received}</th><th>{due}</th><th>{kind}</th><th>{channel}</th><th>{who}</th><th>{state_t}</th><th>{details}</th><th>{reason}</th><th></th></tr></thead><tbody>{rows}</tbody></table>
+<div class="table-wrap"><table class="requests"><thead><tr><th>{received}</th><th>{due}</th><th>{kind}</th><th>{channel}</th><th>{who}</th><th>{state_t}</th><th>{details}</th><th>{reason}</th><th></th></tr></thead><tbody>{rows}</tbody></table></div>
 <h2>{log_t}</h2>
 <form method="post" action="/admin/requests" class="stack"><input type="hidden" name="_csrf" value="{csrf}">
 <label>{contact_l}<input type="email" name="contact" required maxlength="320"></label>
@@ -201,7 +200,7 @@ async fn admin_body(state: &AppState, ctx: &Ctx, error: Option<&Error>) -> Resul
 async fn admin_of(ctx: &Ctx) -> Result<&User, Response> {
     let user = signed_in(ctx)?;
     if require_admin(user).is_err() {
-        return Err(crate::pages::not_found_page().await);
+        return Err(crate::pages::not_found_page(ctx));
     }
     Ok(user)
 }

@@ -6,7 +6,6 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use domain::time::format_utc;
 use domain::{Error, Result};
 use serde::Deserialize;
 use store::{ChildReport, User, CHILD_REPORT_DETAILS_MAX, TICKET_BODY_MAX, TICKET_SUBJECT_MAX};
@@ -49,9 +48,9 @@ async fn support_body(
         .iter()
         .map(|ticket| {
             format!(
-                r#"<li class="ticket"><h3>{subject}</h3><p><time>{at} UTC</time> <span class="badge">{status}</span></p><p class="body">{body}</p></li>"#,
+                r#"<li class="ticket"><h3>{subject}</h3><p>{at} <span class="badge">{status}</span></p><p class="body">{body}</p></li>"#,
                 subject = esc(&ticket.subject),
-                at = esc(&format_utc(ticket.created_at)),
+                at = ctx.lang.time_html(ticket.created_at),
                 status = t(ctx, &format!("support.status_{}", ticket.status)),
                 body = esc(&ticket.body),
             )
@@ -198,7 +197,7 @@ pub async fn report_child(State(state): State<AppState>, ctx: Ctx, FormBody(form
 async fn admin_of(ctx: &Ctx) -> std::result::Result<&User, Response> {
     match ctx.user.as_ref().filter(|u| require_admin(u).is_ok()) {
         Some(admin) => Ok(admin),
-        None => Err(not_found_page().await),
+        None => Err(not_found_page(ctx)),
     }
 }
 
@@ -219,9 +218,9 @@ async fn report_row(state: &AppState, ctx: &Ctx, report: &ChildReport) -> Result
         String::new()
     };
     Ok(format!(
-        r#"<tr id="report-{id}"><td><time>{at} UTC</time></td><td>{who}</td><td>{details}</td><td><span class="badge">{status}</span></td><td>{actions}</td></tr>"#,
+        r#"<tr id="report-{id}"><td>{at}</td><td>{who}</td><td>{details}</td><td><span class="badge">{status}</span></td><td>{actions}</td></tr>"#,
         id = report.id,
-        at = esc(&format_utc(report.created_at)),
+        at = ctx.lang.time_html(report.created_at),
         who = esc(&who),
         details = esc(&report.details),
         status = t(ctx, &format!("admin_child_reports.status_{}", report.status)),
@@ -237,7 +236,7 @@ async fn admin_body(state: &AppState, ctx: &Ctx, notice: Option<&str>) -> Result
         format!("<p>{}</p>", t(ctx, "admin_child_reports.none"))
     } else {
         format!(
-            r#"<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th></th></tr></thead><tbody>{rows}</tbody></table>"#,
+            r#"<div class="table-wrap"><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th></th></tr></thead><tbody>{rows}</tbody></table></div>"#,
             t(ctx, "admin_child_reports.received"),
             t(ctx, "admin_child_reports.account"),
             t(ctx, "admin_child_reports.details"),

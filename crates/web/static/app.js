@@ -40,9 +40,3 @@ const taskCard = document.querySelector("[data-watch]");
 if (taskCard) {
   watchTask(taskCard.dataset.watch, taskCard, () => window.location.reload());
 }
-
-for (const confirmForm of document.querySelectorAll("form[data-confirm]")) {
-  confirmForm.addEventListener("submit", (event) => {
-    if (!window.confirm(confirmForm.dataset.confirm)) event.preventDefault();
-  });
-}

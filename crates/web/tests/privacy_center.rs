@@ -324,7 +324,7 @@ async fn c38_requests_reach_admins_with_their_due_date_and_move_along(backend: T
     assert_eq!(request["received_at"].as_i64().unwrap(), received_at);
     assert_eq!(request["due_at"].as_i64().unwrap(), received_at + 30 * DAY);
     let page = admin.get("/admin/requests").await.text();
-    assert!(page.contains(&domain::time::format_utc(received_at + 30 * DAY)) && page.contains("asker@example.org"), "{page}");
+    assert!(page.contains(&web::i18n::rfc3339(received_at + 30 * DAY)) && page.contains("asker@example.org"), "{page}");
     let status_path = format!("/api/v1/admin/requests/{id}/status");
     let resp = user.api(Method::POST, &status_path, Some(json!({"status": "in_progress"})), &[]).await;
     assert_eq!(resp.status, StatusCode::NOT_FOUND);
