@@ -15,6 +15,15 @@ def rows(path):
     return out
 
 
+def splice(readme, name, section):
+    """Replaces what stands between <!-- NAME:start --> and <!-- NAME:end --> in README."""
+    text = open(readme).read()
+    pattern = rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)"
+    if not re.search(pattern, text, flags=re.S):
+        raise SystemExit(f"{readme} has no {name} section")
+    open(readme, "w").write(re.sub(pattern, lambda m: m.group(1) + section + m.group(2), text, flags=re.S))
+
+
 def sh(cmd):
     try:
         return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
@@ -53,9 +62,7 @@ def main():
         f"- {sh('rustc --version')}; libvips {sh('vips --version')}; Pillow {pil}; pyvips {pyv}; Python {platform.python_version()}",
     ]
     section = "\n".join(lines + machine)
-    text = open(readme).read()
-    new = re.sub(r"(<!-- results:start -->\n).*?(\n<!-- results:end -->)", lambda m: m.group(1) + section + m.group(2), text, flags=re.S)
-    open(readme, "w").write(new)
+    splice(readme, "results", section)
     print(section)
 
 
