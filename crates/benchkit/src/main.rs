@@ -97,7 +97,12 @@ fn random_token() -> String {
 async fn setup(args: &[String]) -> Res<()> {
     let (store, blobs) = open(arg(args, 1)?, arg(args, 2)?).await?;
     let user = store
-        .create_user(NewUser { email: format!("bench-{}@example.com", store::now_ms()), name: "Bench".into(), password_hash: None, locale: None })
+        .create_user(NewUser {
+            email: format!("bench-{}@example.com", store::now_ms()),
+            name: "Bench".into(),
+            password_hash: None,
+            locale: None,
+        })
         .await
         .map_err(err)?;
     store
@@ -199,7 +204,9 @@ struct Tally {
 impl Tally {
     /// A 200 counts only when its body holds as many images as asked for.
     fn record(&mut self, status: u16, body: Option<&Value>, n: usize) {
-        let images = body.and_then(|b| b["data"].as_array()).map_or(0, |d| d.iter().filter(|i| i["b64_json"].as_str().is_some_and(|s| !s.is_empty())).count());
+        let images = body
+            .and_then(|b| b["data"].as_array())
+            .map_or(0, |d| d.iter().filter(|i| i["b64_json"].as_str().is_some_and(|s| !s.is_empty())).count());
         if status == 200 && images == n {
             self.ok += 1;
         } else {
@@ -277,7 +284,11 @@ async fn queue(args: &[String]) -> Res<()> {
     let started = Instant::now();
     let mut loops = tokio::task::JoinSet::new();
     for w in 0..workers {
-        let pool = Store::connect(url, 2).await.map_err(err)?.with_master_key(master.clone()).with_scheduling(store::Scheduling { max_running_per_account: 4 });
+        let pool = Store::connect(url, 2)
+            .await
+            .map_err(err)?
+            .with_master_key(master.clone())
+            .with_scheduling(store::Scheduling { max_running_per_account: 4 });
         loops.spawn(async move {
             let (me, mut claimed) = (format!("bench-worker-{w}"), Vec::new());
             while let Some(task) = pool.claim_task(&me, 30_000).await.map_err(err)? {
