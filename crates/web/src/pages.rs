@@ -440,8 +440,7 @@ pub async fn static_file(Path(file): Path<String>) -> Response {
         "generate.js" => (GENERATE_JS, JS),
         "mask.js" => (MASK_JS, JS),
         "gallery.js" => (GALLERY_JS, JS),
-        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
-        "ui.js" => (UI_JS, "text/javascript; charset=utf-8"),
+        "ui.js" => (UI_JS, JS),
         _ => return ApiError(Error::not_found()).into_response(),
     };
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
