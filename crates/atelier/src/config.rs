@@ -25,6 +25,7 @@ pub struct Config {
     pub moderation: ModerationConfig,
     pub rate_limits: RateLimitsConfig,
     pub scheduling: SchedulingConfig,
+    pub webhooks: WebhooksConfig,
     pub log: LogConfig,
 }
 
@@ -248,6 +249,53 @@ impl RateLimitsConfig {
     }
 }
 
+/// Completion webhooks: where they may be sent and how they are retried.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Development only: endpoints on loopback addresses, over plain http too.
+    pub dev_allow_loopback: bool,
+    /// Endpoints on private, link-local and other internal addresses (https).
+    pub allow_private_targets: bool,
+    /// Failed attempts in a row after which an endpoint is disabled.
+    pub max_consecutive_failures: u32,
+    /// How long an event is retried (with exponential backoff).
+    pub retry_hours: u32,
+    pub timeout_seconds: u32,
+    pub max_endpoints_per_account: u32,
+    /// How often due deliveries are looked for.
+    pub deliver_interval_seconds: u32,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        let d = web::hooks::HookConfig::default();
+        WebhooksConfig {
+            dev_allow_loopback: d.allow_loopback,
+            allow_private_targets: d.allow_private,
+            max_consecutive_failures: d.max_failures as u32,
+            retry_hours: (d.retry_window_ms / 3_600_000) as u32,
+            timeout_seconds: (d.timeout_ms / 1000) as u32,
+            max_endpoints_per_account: d.max_endpoints as u32,
+            deliver_interval_seconds: 5,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    pub fn web(&self) -> web::hooks::HookConfig {
+        web::hooks::HookConfig {
+            allow_loopback: self.dev_allow_loopback,
+            allow_private: self.allow_private_targets,
+            max_failures: i64::from(self.max_consecutive_failures.max(1)),
+            retry_window_ms: i64::from(self.retry_hours) * 3_600_000,
+            timeout_ms: u64::from(self.timeout_seconds.max(1)) * 1000,
+            max_endpoints: self.max_endpoints_per_account as usize,
+            ..web::hooks::HookConfig::default()
+        }
+    }
+}
+
 /// How workers share the queue between accounts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -294,6 +342,7 @@ impl Default for Config {
             moderation: ModerationConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             scheduling: SchedulingConfig::default(),
+            webhooks: WebhooksConfig::default(),
             log: LogConfig::default(),
         }
     }

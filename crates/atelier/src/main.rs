@@ -275,6 +275,12 @@ async fn run(config: Config, mode: Mode) -> Result<(), String> {
         let mailer = Arc::new(mailer::Mailer::new(&config.mail, config.data_dir.join("mail")).map_err(|e| e.to_string())?);
         let every = Duration::from_secs(u64::from(config.mail.send_interval_seconds.max(1)));
         background.push(tokio::spawn(mailer::run(mailer, store.clone(), stopped.clone(), every)));
+        // Event links need the public URL; set `server.public_url` when the
+        // bind address is not where people reach this instance.
+        let bound = config.server.bind.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let deliverer = Arc::new(web::hooks::Deliverer::new(store.clone(), config.webhooks.web(), config.public_url(bound)));
+        let every = Duration::from_secs(u64::from(config.webhooks.deliver_interval_seconds.max(1)));
+        background.push(tokio::spawn(web::hooks::delivery::run(deliverer, every, stopped.clone())));
         if config.billing.enabled {
             let every = Duration::from_secs(u64::from(tasks.sweep_interval_seconds.max(1)));
             background.push(tokio::spawn(billing::run_sweeper(store.clone(), every, stopped.clone())));
@@ -362,6 +368,7 @@ async fn serve(
         privacy: config.privacy.clone(),
         unsaved_retention_days: config.tasks.unsaved_retention_days,
         smtp_host: config.mail.smtp_host.trim().to_string(),
+        hooks: config.webhooks.web(),
         ..web::WebConfig::default()
     };
     let app = web::router(web::AppState { store, blobs, objects, hub, engines: router.clone(), config: Arc::new(web_config) });

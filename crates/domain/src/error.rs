@@ -39,6 +39,7 @@ pub enum ErrorCode {
     AccountInDebt,
     InvalidSignature,
     ContentPolicyViolation,
+    WebhookUrlNotAllowed,
 }
 
 impl ErrorCode {
@@ -78,6 +79,7 @@ impl ErrorCode {
         ErrorCode::AccountInDebt,
         ErrorCode::InvalidSignature,
         ErrorCode::ContentPolicyViolation,
+        ErrorCode::WebhookUrlNotAllowed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -117,6 +119,7 @@ impl ErrorCode {
             ErrorCode::AccountInDebt => "account_in_debt",
             ErrorCode::InvalidSignature => "invalid_signature",
             ErrorCode::ContentPolicyViolation => "content_policy_violation",
+            ErrorCode::WebhookUrlNotAllowed => "webhook_url_not_allowed",
         }
     }
 
@@ -134,7 +137,8 @@ impl ErrorCode {
             | ErrorCode::InvalidToken
             | ErrorCode::ExternalSignInFailed
             | ErrorCode::InvalidSignature
-            | ErrorCode::ContentPolicyViolation => 400,
+            | ErrorCode::ContentPolicyViolation
+            | ErrorCode::WebhookUrlNotAllowed => 400,
             ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials | ErrorCode::InvalidCode | ErrorCode::ReauthenticationRequired => {
                 401
             }

@@ -28,6 +28,7 @@ pub const SECTIONS: &[&str] = &[
     "identities.json",
     "sessions.json",
     "api_keys.json",
+    "webhooks.json",
     "tasks.json",
     "assets.json",
     "share_links.json",
@@ -157,6 +158,12 @@ async fn write_sections(archive: &mut Archive<'_>, store: &Store, blobs: &dyn Bl
     archive.json("identities.json", &store.identities_of_user(id).await?).await?;
     archive.json("sessions.json", &store.sessions_of_user(id).await?).await?;
     archive.json("api_keys.json", &store.list_api_keys(id).await?).await?;
+    // Endpoints without their secrets (never serialised), and every delivery.
+    let webhooks = json!({
+        "endpoints": store.list_webhook_endpoints(id, true).await?,
+        "deliveries": store.webhook_deliveries_of_user(id).await?,
+    });
+    archive.json("webhooks.json", &webhooks).await?;
 
     // Tasks with their decrypted prompts, parameters and timelines.
     let mut tasks = JsonArray::open(archive, "tasks.json").await?;

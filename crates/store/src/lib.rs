@@ -9,6 +9,7 @@ mod audit;
 mod cluster;
 mod deletion;
 mod exports;
+mod hooks;
 mod identities;
 mod keys;
 mod ledger;
@@ -40,6 +41,7 @@ pub use deletion::{
     ChildReport, PendingDeletion, SupportTicket, CHILD_REPORT_DETAILS_MAX, DELETION_PENDING, TICKET_BODY_MAX, TICKET_SUBJECT_MAX,
 };
 pub use exports::Export;
+pub use hooks::{DueDelivery, NewWebhookEndpoint, WebhookAttempt, WebhookDelivery, WebhookEndpoint};
 pub use identities::{AuthToken, Identity, NewAuthToken, NewIdentity, TotpRecord, AUTH_FAILURE_RETENTION_MS};
 pub use ledger::{
     contains_card_number, Balance, BillingAction, BillingEvent, CreditLot, EventOutcome, LedgerEntry, NewGrant, NewPayment, Payment,

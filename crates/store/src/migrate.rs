@@ -16,8 +16,8 @@ macro_rules! migrations {
     };
 }
 
-const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_init", 2 "0002_vault_audit", 3 "0003_sign_in", 5 "0005_billing", 6 "0006_api_keys", 7 "0007_consent_policy", 8 "0008_deletion_support", 9 "0009_export_rights", 10 "0010_moderation", 11 "0011_rate_buckets", 13 "0013_share_links", 15 "0015_metrics");
-const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_init", 2 "0002_vault_audit", 3 "0003_sign_in", 5 "0005_billing", 6 "0006_api_keys", 7 "0007_consent_policy", 8 "0008_deletion_support", 9 "0009_export_rights", 10 "0010_moderation", 11 "0011_rate_buckets", 13 "0013_share_links", 15 "0015_metrics");
+const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_init", 2 "0002_vault_audit", 3 "0003_sign_in", 5 "0005_billing", 6 "0006_api_keys", 7 "0007_consent_policy", 8 "0008_deletion_support", 9 "0009_export_rights", 10 "0010_moderation", 11 "0011_rate_buckets", 12 "0012_webhooks", 13 "0013_share_links", 15 "0015_metrics");
+const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_init", 2 "0002_vault_audit", 3 "0003_sign_in", 5 "0005_billing", 6 "0006_api_keys", 7 "0007_consent_policy", 8 "0008_deletion_support", 9 "0009_export_rights", 10 "0010_moderation", 11 "0011_rate_buckets", 12 "0012_webhooks", 13 "0013_share_links", 15 "0015_metrics");
 
 /// A fingerprint of the migration set, so test fixtures can cache a migrated
 /// template database per schema.

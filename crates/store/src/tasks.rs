@@ -9,19 +9,25 @@ use crate::{
 };
 
 /// Inserts one timeline step; used inside every status-changing transaction.
+/// A step that ends the task also queues its webhook deliveries, so every
+/// way a task ends (worker, cancel, sweep, suspension) sends its event.
 macro_rules! add_event {
-    ($tx:expr, $task_id:expr, $owner_id:expr, $status:expr, $detail:expr, $at:expr) => {
+    ($tx:expr, $task_id:expr, $owner_id:expr, $status:expr, $detail:expr, $at:expr) => {{
+        let status: &str = $status;
         sqlx::query("INSERT INTO task_events (id, task_id, owner_id, status, detail, at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(new_id())
+            .bind(::domain::ids::new_id())
             .bind($task_id)
             .bind($owner_id)
-            .bind($status)
+            .bind(status)
             .bind($detail)
             .bind($at)
             .execute(&mut *$tx)
             .await
-            .map_err(db_err)?
-    };
+            .map_err($crate::db_err)?;
+        if ::domain::task::TaskStatus::parse(status)?.is_terminal() {
+            $crate::hooks::queue_hooks!($tx, $task_id, $owner_id, status, $at);
+        }
+    }};
 }
 pub(crate) use add_event;
 

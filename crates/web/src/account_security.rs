@@ -421,7 +421,7 @@ pub fn profile_extras(ctx: &Ctx, user: &User) -> String {
 <input type="hidden" name="_csrf" value="{csrf}">
 <label>{file_l}<input type="file" name="avatar" accept="image/png,image/jpeg,image/webp" required><small>{hint}</small></label>
 <button class="secondary">{upload}</button></form></div>
-<p><a class="button secondary" href="/account/security">{security}</a> <a class="button secondary" href="/account/api-keys">{api_keys}</a></p>"#,
+<p><a class="button secondary" href="/account/security">{security}</a> <a class="button secondary" href="/account/api-keys">{api_keys}</a> <a class="button secondary" href="/account/webhooks">{webhooks}</a></p>"#,
         avatar_t = t(ctx, "profile.avatar"),
         csrf = esc(&ctx.csrf),
         file_l = t(ctx, "profile.avatar_file"),
@@ -429,6 +429,7 @@ pub fn profile_extras(ctx: &Ctx, user: &User) -> String {
         upload = t(ctx, "profile.avatar_upload"),
         security = t(ctx, "security.title"),
         api_keys = t(ctx, "api_keys.title"),
+        webhooks = t(ctx, "webhooks.title"),
     )
 }
 

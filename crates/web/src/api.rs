@@ -96,6 +96,9 @@ pub struct SubmitTask {
     /// Preview frames per image sent on the account's event stream (0–3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_images: Option<u32>,
+    /// Where to POST this task's completion event (native API only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
 }
 
 /// The model names people may pick: the configured one, then every name
@@ -191,12 +194,21 @@ pub async fn submit_task(
         .map(|v| v.to_str().map(str::to_string))
         .transpose()
         .map_err(|_| Error::invalid("Idempotency-Key must be ASCII"))?;
-    let submitted = submit(&state, &api.user, body, key).await?;
-    let status = match submitted {
-        Submitted::Created(_) => StatusCode::ACCEPTED,
-        Submitted::Replayed(_) => StatusCode::OK,
+    // Checked before anything is queued: a refused URL leaves no task.
+    let webhook_url = match body.webhook_url.as_deref() {
+        Some(url) => Some(crate::hooks::target::check(url, &state.config.hooks).await?),
+        None => None,
     };
-    let view = task_view(&state, submitted.task()).await?;
+    let submitted = submit(&state, &api.user, body, key).await?;
+    let mut view = serde_json::to_value(task_view(&state, submitted.task()).await?).map_err(|e| Error::internal(e.to_string()))?;
+    let status = match (&submitted, webhook_url) {
+        (Submitted::Created(task), Some(url)) => {
+            view["webhook"] = crate::hooks::attach_to_task(&state, &api.user, &task.id, &url).await?;
+            StatusCode::ACCEPTED
+        }
+        (Submitted::Created(_), None) => StatusCode::ACCEPTED,
+        (Submitted::Replayed(_), _) => StatusCode::OK,
+    };
     Ok((status, Json(view)).into_response())
 }
 

@@ -20,7 +20,7 @@ use crate::api::{checked_id, JsonBody};
 use crate::context::{ApiUser, Ctx};
 use crate::error::ApiResult;
 use crate::i18n::Lang;
-use crate::pages::{check_csrf, esc, page, signed_in, status_of, CsrfOnly, FormBody};
+use crate::pages::{check_csrf, esc, page_with, signed_in, CsrfOnly, FormBody};
 use crate::AppState;
 
 pub const KEY_PREFIX: &str = "atl_";
@@ -31,11 +31,15 @@ pub fn secret_hash(secret: &str) -> String {
     to_hex(&Sha256::digest(secret.as_bytes()))
 }
 
+/// `n` random ASCII letters and digits, for secrets.
+pub(crate) fn random_alnum(n: usize) -> String {
+    let mut rng = rand::thread_rng();
+    (0..n).map(|_| rng.sample(rand::distributions::Alphanumeric) as char).collect()
+}
+
 /// `atl_` and 40 random alphanumerics; the visible prefix is its first 12 characters.
 fn new_secret() -> String {
-    let mut rng = rand::thread_rng();
-    let body: String = (0..40).map(|_| rng.sample(rand::distributions::Alphanumeric) as char).collect();
-    format!("{KEY_PREFIX}{body}")
+    format!("{KEY_PREFIX}{}", random_alnum(40))
 }
 
 /// The bearer token of a request, if it sent one.
@@ -147,7 +151,7 @@ pub async fn api_revoke(State(state): State<AppState>, ctx: Ctx, api: ApiUser, P
     Ok(Json(revoke_key(&state, ip_of(&ctx).as_deref(), &api.user, checked_id(&id)?).await?))
 }
 
-fn fmt_time(lang: &Lang, ms: Option<i64>) -> String {
+pub(crate) fn fmt_time(lang: &Lang, ms: Option<i64>) -> String {
     ms.map(|at| lang.time_html(at)).unwrap_or_else(|| "—".into())
 }
 
@@ -206,11 +210,7 @@ async fn keys_body(state: &AppState, ctx: &Ctx, user: &User, created: Option<&st
 }
 
 async fn render(state: &AppState, ctx: &Ctx, user: &User, created: Option<&str>, error: Option<&Error>) -> Response {
-    let status = error.map_or(StatusCode::OK, status_of);
-    match keys_body(state, ctx, user, created, error).await {
-        Ok(body) => page(ctx, status, &ctx.lang.t("api_keys.title"), &body),
-        Err(e) => crate::error::ApiError(e).into_response(),
-    }
+    page_with(ctx, "api_keys.title", error, keys_body(state, ctx, user, created, error).await)
 }
 
 pub async fn keys_page(State(state): State<AppState>, ctx: Ctx) -> Response {

@@ -242,6 +242,7 @@ pub async fn generate(State(state): State<AppState>, ctx: Ctx, FormBody(form): F
             model: form.model.clone(),
             quality: form.quality.clone(),
             partial_images: None,
+            webhook_url: None,
         };
         submit(&state, user, request, None).await
     };

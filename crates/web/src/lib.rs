@@ -15,6 +15,7 @@ mod deletion;
 mod error;
 mod gallery;
 mod generate;
+pub mod hooks;
 pub mod i18n;
 mod legal;
 mod moderation;
@@ -101,6 +102,8 @@ pub struct WebConfig {
     pub tags: Vec<OperatorTag>,
     /// Bearer token of `/metrics` on this listener; empty: not served here.
     pub metrics_token: String,
+    /// Completion webhooks: where they may go, retries, the resolver.
+    pub hooks: hooks::HookConfig,
 }
 
 impl Default for WebConfig {
@@ -130,6 +133,7 @@ impl Default for WebConfig {
             smtp_host: String::new(),
             tags: Vec::new(),
             metrics_token: String::new(),
+            hooks: hooks::HookConfig::default(),
         }
     }
 }
@@ -269,6 +273,10 @@ pub fn router(state: AppState) -> Router {
         .route("/account/api-keys/{id}/revoke", post(api_keys::revoke_form))
         .route("/api/v1/api-keys", get(api_keys::api_list).post(api_keys::api_create))
         .route("/api/v1/api-keys/{id}", axum::routing::delete(api_keys::api_revoke))
+        .route("/account/webhooks", get(hooks::webhooks_page).post(hooks::create_form))
+        .route("/account/webhooks/{id}/{action}", post(hooks::endpoint_form))
+        .route("/api/v1/webhooks", get(hooks::api_list).post(hooks::api_create))
+        .route("/api/v1/webhooks/{id}", get(hooks::api_get).patch(hooks::api_update).delete(hooks::api_delete))
         .route("/account/privacy", get(privacy_center::hub))
         .route("/account/privacy/export", post(privacy_center::export_form))
         .route("/account/privacy/exports/{id}/download", get(privacy_center::download_export))

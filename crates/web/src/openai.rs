@@ -352,12 +352,12 @@ fn finished(task: &Task) -> OaResult<()> {
 
 /// The key that signs download links, kept in the database so every node
 /// agrees and links survive restarts.
-async fn link_secret(state: &AppState) -> Result<Vec<u8>, Error> {
+async fn link_secret(store: &store::Store) -> Result<Vec<u8>, Error> {
     static SECRET: tokio::sync::OnceCell<Vec<u8>> = tokio::sync::OnceCell::const_new();
     SECRET
         .get_or_try_init(|| async {
             let fresh: [u8; 32] = rand::random();
-            state.store.server_secret("download_link_hmac", fresh.to_vec()).await
+            store.server_secret("download_link_hmac", fresh.to_vec()).await
         })
         .await
         .cloned()
@@ -372,9 +372,15 @@ fn sign(secret: &[u8], asset_id: &str, expires: i64) -> String {
 /// public URL: never on the request's Host header, which a client (or
 /// anything between it and us) can set to send the link elsewhere.
 pub async fn signed_url(state: &AppState, asset_id: &str) -> Result<String, Error> {
-    let expires = store::now_ms() / 1000 + LINK_TTL_SECS;
-    let sig = sign(&link_secret(state).await?, asset_id, expires);
-    Ok(format!("{}/v1/files/{asset_id}?expires={expires}&sig={sig}", state.config.public_url.trim_end_matches('/')))
+    signed_link(&state.store, &state.config.public_url, asset_id, store::now_ms()).await.map(|(url, _)| url)
+}
+
+/// A signed link to `asset_id` valid from `now_ms` for [`LINK_TTL_SECS`],
+/// and when it expires (Unix seconds).
+pub async fn signed_link(store: &store::Store, public_url: &str, asset_id: &str, now_ms: i64) -> Result<(String, i64), Error> {
+    let expires = now_ms / 1000 + LINK_TTL_SECS;
+    let sig = sign(&link_secret(store).await?, asset_id, expires);
+    Ok((format!("{}/v1/files/{asset_id}?expires={expires}&sig={sig}", public_url.trim_end_matches('/')), expires))
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,7 +399,7 @@ pub async fn download(
     let (Some(expires), Some(sig)) = (q.expires, q.sig) else {
         return Err(Error::new(ErrorCode::Forbidden, "this link is not signed").into());
     };
-    let expected = sign(&link_secret(&state).await?, &id, expires);
+    let expected = sign(&link_secret(&state.store).await?, &id, expires);
     if !crate::context::tokens_match(&expected, &sig) {
         return Err(Error::new(ErrorCode::Forbidden, "invalid link signature").into());
     }
@@ -995,7 +1001,26 @@ pub async fn openapi() -> Json<serde_json::Value> {
                     "responses": { "201": { "description": "The key with its secret", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ApiKey" } } } } } } },
             "/api/v1/api-keys/{id}": { "delete": { "summary": "Revoke a key at once",
                 "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
-                "responses": { "200": { "description": "The revoked key" }, "404": { "description": "Not one of the account's keys" } } } }
+                "responses": { "200": { "description": "The revoked key" }, "404": { "description": "Not one of the account's keys" } } } },
+            "/api/v1/webhooks": {
+                "get": { "summary": "The account's completion webhook endpoints", "responses": { "200": { "description": "{items: Endpoint[]}" } } },
+                "post": { "summary": "Register an endpoint (its signing secret is shown once)",
+                    "requestBody": { "content": { "application/json": { "schema": { "type": "object", "required": ["url"],
+                        "properties": { "url": { "type": "string", "format": "uri" }, "include_prompt": { "type": "boolean" } } } } } },
+                    "responses": { "201": { "description": "The endpoint with its secret" },
+                        "400": { "description": "webhook_url_not_allowed: not https, or not a public address" } } } },
+            "/api/v1/webhooks/{id}": {
+                "get": { "summary": "An endpoint with its latest deliveries",
+                    "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                    "responses": { "200": { "description": "The endpoint and {deliveries}" }, "404": { "description": "Not one of the account's endpoints" } } },
+                "patch": { "summary": "Enable, disable, include the prompt or not",
+                    "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                    "requestBody": { "content": { "application/json": { "schema": { "type": "object",
+                        "properties": { "enabled": { "type": "boolean" }, "include_prompt": { "type": "boolean" } } } } } },
+                    "responses": { "200": { "description": "The endpoint" }, "404": { "description": "Not one of the account's endpoints" } } },
+                "delete": { "summary": "Delete an endpoint and its deliveries",
+                    "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                    "responses": { "204": { "description": "Deleted" }, "404": { "description": "Not one of the account's endpoints" } } } }
         }
     }))
 }

@@ -112,6 +112,15 @@ pub(crate) fn page(ctx: &Ctx, status: StatusCode, title: &str, body: &str) -> Re
     response
 }
 
+/// A page whose body was built by `body`, answered with the status of the
+/// form error it shows (if any); a failure building it is an API error.
+pub(crate) fn page_with(ctx: &Ctx, title_key: &str, error: Option<&Error>, body: Result<String, Error>) -> Response {
+    match body {
+        Ok(body) => page(ctx, error.map_or(StatusCode::OK, status_of), &ctx.lang.t(title_key), &body),
+        Err(e) => ApiError(e).into_response(),
+    }
+}
+
 pub(crate) fn error_box(lang: &Lang, error: &Error) -> String {
     format!(r#"<p class="error" role="alert" data-code="{}">{}</p>"#, error.code.as_str(), esc(&lang.t(&error.code.message_key())))
 }

@@ -3,7 +3,7 @@
 //! locale files. Placeholders are `{name}`, `{link}`, `{provider}`, … .
 
 use domain::Result;
-use store::{NewMail, User};
+use store::{NewMail, Store, User};
 
 use crate::i18n::I18n;
 use crate::AppState;
@@ -17,10 +17,21 @@ pub async fn send_to(
     kind: &str,
     vars: &[(&str, &str)],
 ) -> Result<()> {
+    queue_to(&state.store, user_id, to, locale, kind, vars).await
+}
+
+/// [`send_to`] for work that runs without the web state (background delivery).
+pub async fn queue_to(
+    store: &Store,
+    user_id: Option<&str>,
+    to: &str,
+    locale: Option<&str>,
+    kind: &str,
+    vars: &[(&str, &str)],
+) -> Result<()> {
     let lang = I18n::global().lang(locale.unwrap_or("en"));
     let fill = |text: String| vars.iter().fold(text, |text, (k, v)| text.replace(&format!("{{{k}}}"), v));
-    state
-        .store
+    store
         .enqueue_mail(NewMail {
             user_id: user_id.map(str::to_string),
             kind: kind.to_string(),
