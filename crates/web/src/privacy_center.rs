@@ -323,9 +323,9 @@ async fn hub_body(state: &AppState, ctx: &Ctx, user: &User, notice: Option<&str>
     let now = now(state);
     let csrf = esc(&ctx.csrf);
     let links: String = [
-        ("/account/privacy/consent", "privacy_center.consent", "privacy_center.consent_help"),
-        ("/account/email-preferences", "privacy_center.email", "privacy_center.email_help"),
-        ("/account/privacy/consent#restrict", "privacy_center.restrict", "privacy_center.restrict_help"),
+        ("/account/privacy/settings", "privacy_center.consent", "privacy_center.consent_help"),
+        ("/account/privacy/settings#marketing", "privacy_center.email", "privacy_center.email_help"),
+        ("/account/privacy/settings#restriction", "privacy_center.restrict", "privacy_center.restrict_help"),
         ("/account", "privacy_center.rectify", "privacy_center.rectify_help"),
         ("#export", "privacy_center.export", "privacy_center.export_help"),
         ("#requests", "privacy_center.requests", "privacy_center.requests_help"),

@@ -300,7 +300,8 @@ async fn c38_requests_reach_admins_with_their_due_date_and_move_along(backend: T
     // The privacy center links every right and files a request.
     let hub = user.get("/account/privacy").await;
     assert_eq!(hub.status, StatusCode::OK);
-    for link in ["/account/privacy/consent", "/account/email-preferences", "/account/delete", "/support", "#export", "#requests"] {
+    for link in ["/account/privacy/settings", "/account/privacy/settings#marketing", "/account/delete", "/support", "#export", "#requests"]
+    {
         assert!(hub.text().contains(&format!(r#"href="{link}""#)), "no link to {link}");
     }
     let received_at = clock.now_ms();
